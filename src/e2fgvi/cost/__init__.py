@@ -1,0 +1,1 @@
+"""Cost measurement and forecast: step timing, NVML sampling, energy, money, reports."""

@@ -1,0 +1,1 @@
+"""Data: YouTube-VOS archives, the embedded sample, per-video zips, masks and the Dataset."""

@@ -1,0 +1,1 @@
+"""Evaluation under the paper's protocol and object removal on user videos."""

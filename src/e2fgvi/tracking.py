@@ -1,0 +1,293 @@
+"""MLflow tracking: the only module that imports mlflow.
+
+One MLflow run per experiment: the train stage creates it, evaluate and cost attach to it by id.
+Every write goes through a buffer, so a tracking server that is down at start or goes away
+mid-run never stops training and never loses a record: failed writes are kept in order and
+retried; on close, whatever is still pending is spooled to a JSON-lines file that a later stage
+(or ``replay_spool``) sends once the server is back.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from e2fgvi.atomic import write_text
+
+log = logging.getLogger(__name__)
+
+# MLflow's own HTTP retry loop backs off for minutes; we retry ourselves, off the hot path.
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
+
+_MAX_PARAM_LEN = 6000
+_REJECTED = {"INVALID_PARAMETER_VALUE", "RESOURCE_ALREADY_EXISTS", "BAD_REQUEST"}
+
+
+def tracking_uri(store_dir: str | Path) -> str:
+    """``MLFLOW_TRACKING_URI`` if set, else SQLite at ``<store_dir>/mlflow.db``."""
+    env = os.environ.get("MLFLOW_TRACKING_URI", "").strip()
+    if env:
+        return env
+    store = Path(store_dir).resolve()
+    store.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{store / 'mlflow.db'}"
+
+
+def _client(uri: str):
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(tracking_uri=uri)
+
+
+def _experiment_id(client, name: str, artifact_root: Path | None) -> str:
+    experiment = client.get_experiment_by_name(name)
+    if experiment is not None:
+        return experiment.experiment_id
+    location = (artifact_root.resolve() / name).as_uri() if artifact_root else None
+    return client.create_experiment(name, artifact_location=location)
+
+
+@dataclass
+class RunLogger:
+    """Buffered writer for one MLflow run (created lazily, or attached by ``run_id``).
+
+    Args:
+        uri: tracking URI (see ``tracking_uri``).
+        experiment: experiment name, used only when the run must be created.
+        run_id: attach to this existing run instead of creating one.
+        artifact_root: local folder for a new experiment's artifacts (SQLite/file stores).
+        spool: file that receives records still unsent at ``close``.
+    """
+
+    uri: str
+    experiment: str = "e2fgvi"
+    run_id: str | None = None
+    run_name: str = ""
+    artifact_root: Path | None = None
+    spool: Path | None = None
+    retry_interval_s: float = 30.0
+    _pending: list[dict[str, Any]] = field(default_factory=list)
+    _last_failure: float = -1e18
+    _warned: bool = False
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _stash: Path | None = None
+
+    # -- public API: every call only queues a record, then tries to send the queue ------------
+
+    def set_tags(self, tags: dict[str, Any]) -> None:
+        self._queue({"op": "tags", "values": {k: str(v) for k, v in tags.items()}})
+
+    def log_params(self, params: dict[str, Any]) -> None:
+        values = {k: str(v)[:_MAX_PARAM_LEN] for k, v in params.items()}
+        self._queue({"op": "params", "values": values})
+
+    def log_metrics(self, metrics: dict[str, float | None], step: int = 0) -> None:
+        """Log finite numbers at an explicit step; ``None`` values (unmeasured) are skipped."""
+        values = {k: float(v) for k, v in metrics.items() if v is not None}
+        now = int(time.time() * 1000)
+        self._queue({"op": "metrics", "values": values, "step": int(step), "ts": now})
+
+    def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
+        """Log a file or folder; the file is copied aside first so it may change afterwards."""
+        self._queue({"op": "artifact", "path": str(self._keep(Path(path))), "dir": artifact_path})
+
+    def log_text(self, text: str, artifact_file: str) -> None:
+        stash = self._stash_dir() / Path(artifact_file).name
+        write_text(stash, text)
+        parent = str(Path(artifact_file).parent)
+        self._queue({"op": "artifact", "path": str(stash), "dir": None if parent == "." else parent})
+
+    def end(self, status: str = "FINISHED") -> None:
+        self._queue({"op": "end", "status": status})
+
+    def flush(self, force: bool = True) -> bool:
+        """Send what is queued; True when nothing is left pending."""
+        with self._lock:
+            if not self._pending:
+                return True
+            if not force and time.monotonic() - self._last_failure < self.retry_interval_s:
+                return False
+            sent = 0
+            try:
+                client = _client(self.uri)
+                for record in self._pending:
+                    self._send_or_drop(client, record)
+                    sent += 1
+            except Exception as exc:  # noqa: BLE001 - any tracking failure must not stop training
+                del self._pending[:sent]
+                self._last_failure = time.monotonic()
+                if not self._warned:
+                    self._warned = True
+                    log.warning(
+                        "MLflow tracking at %s unreachable (%s); buffering %d record(s), "
+                        "retrying every %.0f s",
+                        self.uri, type(exc).__name__, len(self._pending), self.retry_interval_s,
+                    )
+                return False
+            if self._warned:
+                log.info("MLflow tracking reachable again; sent %d buffered record(s)", sent)
+                self._warned = False
+            self._pending.clear()
+            return True
+
+    def close(self) -> bool:
+        """Final flush; spool what could not be sent. True when everything reached MLflow."""
+        if self.flush(force=True):
+            return True
+        if self.spool is None:
+            log.error("MLflow unreachable: %d record(s) could not be sent", len(self._pending))
+            return False
+        with self._lock:
+            header = {"op": "run", "run_id": self.run_id, "experiment": self.experiment,
+                      "run_name": self.run_name}
+            lines = [json.dumps(r) for r in [header, *self._pending]]
+            write_text(self.spool, "\n".join(lines) + "\n")
+        log.warning(
+            "MLflow unreachable: %d record(s) spooled to %s; they are sent by the next stage "
+            "that reaches the server", len(self._pending), self.spool,
+        )
+        return False
+
+    # -- internals ------------------------------------------------------------------------
+
+    def _queue(self, record: dict[str, Any]) -> None:
+        with self._lock:
+            self._pending.append(record)
+        self.flush(force=False)
+
+    def _stash_dir(self) -> Path:
+        if self._stash is None:
+            base = self.spool.parent if self.spool else None
+            if base is not None:
+                base.mkdir(parents=True, exist_ok=True)
+            self._stash = Path(tempfile.mkdtemp(prefix="mlflow-stash-", dir=base))
+        return self._stash
+
+    def _keep(self, path: Path) -> Path:
+        target = self._stash_dir() / path.name
+        if path.is_dir():
+            shutil.copytree(path, target, dirs_exist_ok=True)
+        else:
+            shutil.copy2(path, target)
+        return target
+
+    def _ensure_run(self, client) -> str:
+        if self.run_id is None:
+            exp_id = _experiment_id(client, self.experiment, self.artifact_root)
+            run = client.create_run(exp_id, run_name=self.run_name or None)
+            self.run_id = run.info.run_id
+            log.info("MLflow run %s in experiment '%s' (%s)", self.run_id, self.experiment, self.uri)
+        return self.run_id
+
+    def _send_or_drop(self, client, record: dict[str, Any]) -> None:
+        """Send one record; a record the server rejects as invalid is dropped, not retried."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            self._send(client, record)
+        except MlflowException as exc:
+            if exc.error_code not in _REJECTED:
+                raise
+            log.error("MLflow rejected a %s record: %s", record["op"], exc.message.splitlines()[0])
+
+    def _send(self, client, record: dict[str, Any]) -> None:
+        from mlflow.entities import Metric, Param, RunTag
+
+        run_id = self._ensure_run(client)
+        op = record["op"]
+        if op == "metrics":
+            metrics = [Metric(k, v, record["ts"], record["step"]) for k, v in record["values"].items()]
+            client.log_batch(run_id, metrics=metrics)
+        elif op == "params":
+            existing = client.get_run(run_id).data.params
+            params = [Param(k, v) for k, v in record["values"].items() if k not in existing]
+            client.log_batch(run_id, params=params)
+        elif op == "tags":
+            client.log_batch(run_id, tags=[RunTag(k, v) for k, v in record["values"].items()])
+        elif op == "artifact":
+            path = Path(record["path"])
+            if not path.exists():
+                log.warning("artifact %s vanished before it could be logged; skipped", path)
+            elif path.is_dir():
+                client.log_artifacts(run_id, str(path), record["dir"])
+            else:
+                client.log_artifact(run_id, str(path), record["dir"])
+        elif op == "end":
+            client.set_terminated(run_id, record["status"])
+
+
+def replay_spool(spool: Path, uri: str) -> str | None:
+    """Send a spooled run's records; returns the run id (None if still unreachable)."""
+    lines = [json.loads(line) for line in spool.read_text().splitlines() if line.strip()]
+    header, records = lines[0], lines[1:]
+    logger = RunLogger(uri=uri, experiment=header["experiment"], run_id=header["run_id"],
+                       run_name=header["run_name"])
+    logger._pending = records
+    if not logger.flush(force=True):
+        return None
+    spool.unlink()
+    return logger.run_id
+
+
+def attach(uri: str, run_id: str | None, spool: Path | None = None, **kwargs: Any) -> RunLogger:
+    """A logger for an existing run; first replays a spool left by an earlier stage."""
+    if spool is not None and spool.exists():
+        run_id = replay_spool(spool, uri) or run_id
+    return RunLogger(uri=uri, run_id=run_id, **kwargs)
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """A run as read back for comparison tables."""
+
+    run_id: str
+    experiment: str
+    run_name: str
+    status: str
+    start_time_ms: int
+    params: dict[str, str]
+    metrics: dict[str, float]
+    tags: dict[str, str]
+
+
+def search_runs(uri: str, experiments: list[str] | None = None) -> list[RunRecord]:
+    """Every run of the named experiments (all experiments when None), newest first."""
+    client = _client(uri)
+    found = client.search_experiments()
+    wanted = [e for e in found if experiments is None or e.name in experiments]
+    if not wanted:
+        return []
+    names = {e.experiment_id: e.name for e in wanted}
+    runs = client.search_runs(list(names), order_by=["attributes.start_time DESC"])
+    return [
+        RunRecord(
+            run_id=r.info.run_id,
+            experiment=names[r.info.experiment_id],
+            run_name=r.info.run_name or "",
+            status=r.info.status,
+            start_time_ms=r.info.start_time or 0,
+            params=dict(r.data.params),
+            metrics=dict(r.data.metrics),
+            tags={k: v for k, v in r.data.tags.items() if not k.startswith("mlflow.")},
+        )
+        for r in runs
+    ]
+
+
+def metric_history(uri: str, run_id: str, key: str) -> list[tuple[int, float]]:
+    """(step, value) pairs of one metric, in step order."""
+    history = _client(uri).get_metric_history(run_id, key)
+    return sorted((m.step, m.value) for m in history)
+
+
+def list_artifacts(uri: str, run_id: str, path: str | None = None) -> list[str]:
+    return [a.path for a in _client(uri).list_artifacts(run_id, path)]

@@ -1,0 +1,1 @@
+"""Training: losses, generator/discriminator steps, the loop, checkpoints, distributed set-up."""

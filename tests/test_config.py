@@ -1,0 +1,85 @@
+"""The typed config: strict loading, one-line errors naming file and key."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from e2fgvi.config import ConfigError, Params, flatten, load_params, params_hash
+
+
+def _write(tmp_path, raw):
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def test_sample_params_load(params):
+    assert params.data.source == "sample"
+    assert params.model.variant == "e2fgvi_hq"
+
+
+def test_official_params_equal_code_defaults(repo_root):
+    assert load_params(repo_root / "params.official.yaml") == Params()
+
+
+def test_official_recipe_values():
+    p = Params()
+    assert (p.train.lr, p.train.betas, p.train.iterations) == (1e-4, [0.0, 0.99], 500_000)
+    assert (p.train.milestones, p.train.gamma, p.train.batch_size) == ([400_000], 0.1, 8)
+    assert (p.train.width, p.train.height) == (432, 240)
+    assert (p.train.num_local_frames, p.train.num_ref_frames) == (5, 3)
+    assert p.loss.adversarial_weight == 0.01
+
+
+def test_every_key_written_out(repo_root):
+    """Both params files spell out every key, so no value silently falls back to a default."""
+    expected = set(flatten(Params()))
+    for name in ("params.yaml", "params.official.yaml"):
+        raw = yaml.safe_load((repo_root / name).read_text())
+        assert set(flatten(raw)) == expected, name
+
+
+def test_unknown_key_names_file_and_path(tmp_path, repo_root):
+    raw = yaml.safe_load((repo_root / "params.yaml").read_text())
+    raw["train"]["lrr"] = 0.1
+    with pytest.raises(ConfigError, match=r"params\.yaml: unknown key 'train\.lrr'"):
+        load_params(_write(tmp_path, raw))
+
+
+def test_wrong_type_names_key(tmp_path, repo_root):
+    raw = yaml.safe_load((repo_root / "params.yaml").read_text())
+    raw["train"]["lr"] = "fast"
+    with pytest.raises(ConfigError, match=r"key 'train\.lr'.*'fast'"):
+        load_params(_write(tmp_path, raw))
+
+
+def test_bool_is_not_a_number(tmp_path, repo_root):
+    raw = yaml.safe_load((repo_root / "params.yaml").read_text())
+    raw["loss"]["hole_weight"] = True
+    with pytest.raises(ConfigError, match=r"loss\.hole_weight"):
+        load_params(_write(tmp_path, raw))
+
+
+def test_bad_choice_and_missing_file(tmp_path, repo_root):
+    raw = yaml.safe_load((repo_root / "params.yaml").read_text())
+    raw["model"]["variant"] = "e2fgvi_xl"
+    with pytest.raises(ConfigError, match=r"model\.variant"):
+        load_params(_write(tmp_path, raw))
+    with pytest.raises(ConfigError, match="file not found"):
+        load_params(tmp_path / "nope.yaml")
+
+
+def test_invalid_yaml(tmp_path):
+    path = tmp_path / "params.yaml"
+    path.write_text("train: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_params(path)
+
+
+def test_frozen_and_hash_stable(params):
+    with pytest.raises(Exception, match="frozen"):
+        params.train.lr = 1.0
+    assert params_hash(params.model) == params_hash(params.model)
+    assert params_hash(params.model) != params_hash(Params().model)
+    assert flatten(params)["train.lr"] == params.train.lr
