@@ -96,15 +96,22 @@ class RunLogger:
         now = int(time.time() * 1000)
         self._queue({"op": "metrics", "values": values, "step": int(step), "ts": now})
 
-    def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
-        """Log a file or folder; the file is copied aside first so it may change afterwards."""
-        self._queue({"op": "artifact", "path": str(self._keep(Path(path))), "dir": artifact_path})
+    def log_artifact(
+        self, path: str | Path, artifact_path: str | None = None, name: str | None = None
+    ) -> None:
+        """Log a file or folder (optionally under another file ``name``).
+
+        A snapshot is taken now (hard link, else copy), so the file may change or vanish later.
+        """
+        kept = self._keep(Path(path), name)
+        self._queue({"op": "artifact", "path": str(kept), "dir": artifact_path, "stashed": True})
 
     def log_text(self, text: str, artifact_file: str) -> None:
-        stash = self._stash_dir() / Path(artifact_file).name
+        stash = Path(tempfile.mkdtemp(dir=self._stash_dir())) / Path(artifact_file).name
         write_text(stash, text)
         parent = str(Path(artifact_file).parent)
-        self._queue({"op": "artifact", "path": str(stash), "dir": None if parent == "." else parent})
+        self._queue({"op": "artifact", "path": str(stash), "dir": None if parent == "." else parent,
+                     "stashed": True})
 
     def end(self, status: str = "FINISHED") -> None:
         self._queue({"op": "end", "status": status})
@@ -142,6 +149,9 @@ class RunLogger:
     def close(self) -> bool:
         """Final flush; spool what could not be sent. True when everything reached MLflow."""
         if self.flush(force=True):
+            if self._stash is not None:
+                shutil.rmtree(self._stash, ignore_errors=True)
+                self._stash = None
             return True
         if self.spool is None:
             log.error("MLflow unreachable: %d record(s) could not be sent", len(self._pending))
@@ -172,12 +182,16 @@ class RunLogger:
             self._stash = Path(tempfile.mkdtemp(prefix="mlflow-stash-", dir=base))
         return self._stash
 
-    def _keep(self, path: Path) -> Path:
-        target = self._stash_dir() / path.name
+    def _keep(self, path: Path, name: str | None = None) -> Path:
+        folder = Path(tempfile.mkdtemp(dir=self._stash_dir()))
+        target = folder / (name or path.name)
         if path.is_dir():
-            shutil.copytree(path, target, dirs_exist_ok=True)
+            shutil.copytree(path, target)
         else:
-            shutil.copy2(path, target)
+            try:
+                os.link(path, target)
+            except OSError:
+                shutil.copy2(path, target)
         return target
 
     def _ensure_run(self, client) -> str:
@@ -221,12 +235,18 @@ class RunLogger:
                 client.log_artifacts(run_id, str(path), record["dir"])
             else:
                 client.log_artifact(run_id, str(path), record["dir"])
+            if record.get("stashed"):
+                shutil.rmtree(path.parent, ignore_errors=True)
         elif op == "end":
             client.set_terminated(run_id, record["status"])
 
 
 def replay_spool(spool: Path, uri: str) -> str | None:
-    """Send a spooled run's records; returns the run id (None if still unreachable)."""
+    """Send a spooled run's records; returns the run id (None if still unreachable).
+
+    The resolved id is kept in ``<spool>.run_id`` so later stages find the run after the spool
+    itself is gone.
+    """
     lines = [json.loads(line) for line in spool.read_text().splitlines() if line.strip()]
     header, records = lines[0], lines[1:]
     logger = RunLogger(uri=uri, experiment=header["experiment"], run_id=header["run_id"],
@@ -234,14 +254,22 @@ def replay_spool(spool: Path, uri: str) -> str | None:
     logger._pending = records
     if not logger.flush(force=True):
         return None
+    write_text(_marker(spool), f"{logger.run_id}\n")
     spool.unlink()
     return logger.run_id
 
 
+def _marker(spool: Path) -> Path:
+    return spool.with_name(spool.name + ".run_id")
+
+
 def attach(uri: str, run_id: str | None, spool: Path | None = None, **kwargs: Any) -> RunLogger:
     """A logger for an existing run; first replays a spool left by an earlier stage."""
-    if spool is not None and spool.exists():
-        run_id = replay_spool(spool, uri) or run_id
+    if spool is not None:
+        if spool.exists():
+            run_id = replay_spool(spool, uri) or run_id
+        elif run_id is None and _marker(spool).exists():
+            run_id = _marker(spool).read_text().strip()
     return RunLogger(uri=uri, run_id=run_id, **kwargs)
 
 

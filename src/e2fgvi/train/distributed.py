@@ -1,0 +1,119 @@
+"""Distributed set-up: DDP under torchrun (one or many nodes), a plain process otherwise.
+
+The global batch is split across ranks as the official trainer does (batch_size // world_size per
+process); rank 0 alone logs, tracks and checkpoints.
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import os
+import shutil
+import sys
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+from e2fgvi.errors import UserError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class World:
+    """Where this process sits: its ranks and its device."""
+
+    rank: int
+    local_rank: int
+    size: int
+    device: torch.device
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.size > 1
+
+
+def under_torchrun() -> bool:
+    return "LOCAL_RANK" in os.environ and "WORLD_SIZE" in os.environ
+
+
+def torchrun_command(nproc_per_node: int, nnodes: int, module: str, argv: list[str]) -> list[str]:
+    """The torchrun command line that relaunches ``python -m module argv`` on every device.
+
+    Multi-node jobs read the rendezvous endpoint (host:port of node 0) from
+    ``E2FGVI_RDZV_ENDPOINT`` and a job id from ``E2FGVI_RDZV_ID``; run the same command on
+    every node.
+    """
+    torchrun = shutil.which("torchrun") or f"{sys.executable} -m torch.distributed.run"
+    command = [*torchrun.split(), f"--nproc-per-node={nproc_per_node}", f"--nnodes={nnodes}"]
+    if nnodes > 1:
+        endpoint = os.environ.get("E2FGVI_RDZV_ENDPOINT")
+        if not endpoint:
+            raise UserError(
+                "train.nnodes > 1: set E2FGVI_RDZV_ENDPOINT=<node0-host>:<port> on every node"
+            )
+        job = os.environ.get("E2FGVI_RDZV_ID", "e2fgvi")
+        command += ["--rdzv-backend=c10d", f"--rdzv-endpoint={endpoint}", f"--rdzv-id={job}"]
+    else:
+        command += ["--standalone"]
+    return [*command, "-m", module, *argv]
+
+
+def select_device(wanted: str, local_rank: int) -> torch.device:
+    """``auto`` takes this rank's GPU when CUDA is usable, else the CPU (said once)."""
+    if wanted == "cuda" and not torch.cuda.is_available():
+        raise UserError("train.device is 'cuda' but no CUDA device is visible; use 'auto' or 'cpu'")
+    if wanted != "cpu" and torch.cuda.is_available():
+        torch.cuda.set_device(local_rank % torch.cuda.device_count())
+        return torch.device("cuda", torch.cuda.current_device())
+    if wanted == "auto":
+        log.info("no CUDA device: training on the CPU (fine for the sample profile only)")
+    return torch.device("cpu")
+
+
+def init_world(wanted_device: str) -> World:
+    """Join the process group when launched by torchrun; a single process otherwise."""
+    if not under_torchrun():
+        return World(0, 0, 1, select_device(wanted_device, 0))
+    rank, local_rank = int(os.environ["RANK"]), int(os.environ["LOCAL_RANK"])
+    size = int(os.environ["WORLD_SIZE"])
+    device = select_device(wanted_device, local_rank)
+    backend = "nccl" if device.type == "cuda" else "gloo"
+    dist.init_process_group(backend, timeout=datetime.timedelta(minutes=30))
+    log.info("DDP: rank %d/%d (local %d) on %s via %s", rank, size, local_rank, device, backend)
+    return World(rank, local_rank, size, device)
+
+
+def close_world(world: World) -> None:
+    if world.distributed and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def per_rank_batch(global_batch: int, world: World) -> int:
+    """The official split: batch_size // world_size clips per process (must divide evenly)."""
+    if global_batch % world.size:
+        raise UserError(
+            f"train.batch_size {global_batch} does not split over {world.size} processes; "
+            "make it a multiple of train.nproc_per_node * train.nnodes"
+        )
+    return global_batch // world.size
+
+
+def any_rank(flag: bool, world: World) -> bool:
+    """True when ``flag`` is true on at least one rank (all ranks must call it)."""
+    if not world.distributed:
+        return flag
+    value = torch.tensor([1.0 if flag else 0.0], device=world.device)
+    dist.all_reduce(value, op=dist.ReduceOp.MAX)
+    return bool(value.item() > 0)
+
+
+def barrier(world: World) -> None:
+    if world.distributed:
+        dist.barrier()

@@ -1,0 +1,114 @@
+"""Everything that changes as training runs: networks, optimizers, schedules, scalers.
+
+``build_nets`` assembles them (seeded, on the device, DDP-wrapped under torchrun);
+``state_dict`` / ``load_state_dict`` move them in and out of checkpoints.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+
+from e2fgvi.config import Params
+from e2fgvi.model import Discriminator, build_flow_teacher, build_generator
+from e2fgvi.train import optim, precision
+from e2fgvi.train.distributed import World
+
+
+@dataclass
+class Nets:
+    generator: nn.Module
+    discriminator: nn.Module | None
+    teacher: nn.Module | None
+    gen_optimizer: torch.optim.Optimizer
+    dis_optimizer: torch.optim.Optimizer | None
+    gen_schedule: torch.optim.lr_scheduler.LRScheduler
+    dis_schedule: torch.optim.lr_scheduler.LRScheduler | None
+    gen_scaler: torch.amp.GradScaler
+    dis_scaler: torch.amp.GradScaler
+
+
+def unwrap(module: nn.Module) -> nn.Module:
+    """The plain module inside DDP and/or torch.compile wrappers."""
+    while isinstance(module, DistributedDataParallel) or hasattr(module, "_orig_mod"):
+        module = module.module if isinstance(module, DistributedDataParallel) else module._orig_mod
+    return module
+
+
+@contextlib.contextmanager
+def frozen(module: nn.Module) -> Iterator[nn.Module]:
+    """Run ``module`` without accumulating gradients into its parameters."""
+    flags = [(p, p.requires_grad) for p in module.parameters()]
+    for p, _ in flags:
+        p.requires_grad_(False)
+    try:
+        yield module
+    finally:
+        for p, flag in flags:
+            p.requires_grad_(flag)
+
+
+def _place(module: nn.Module, params: Params, world: World) -> nn.Module:
+    module = precision.prepare_module(module, params.train, world.device)
+    module = precision.maybe_compile(module, params.train)
+    if world.distributed:
+        ids = [world.device.index] if world.device.type == "cuda" else None
+        module = DistributedDataParallel(module, device_ids=ids)
+    return module
+
+
+def build_nets(params: Params, spynet: Path | None, world: World) -> Nets:
+    """Seeded construction of the official training set-up (reference §1.4, §3.8)."""
+    cfg = params.train
+    torch.manual_seed(params.seed)
+    generator = _place(build_generator(params.model, spynet), params, world)
+    discriminator = teacher = dis_optimizer = dis_schedule = None
+    if cfg.use_discriminator:
+        discriminator = _place(Discriminator(), params, world)
+        dis_optimizer = optim.discriminator_optimizer(discriminator, cfg)
+        dis_schedule = optim.schedule(dis_optimizer, cfg)
+    if params.loss.flow_weight > 0:
+        teacher = build_flow_teacher(params.model, spynet).to(world.device)
+    gen_optimizer = optim.generator_optimizer(unwrap(generator), cfg)
+    return Nets(
+        generator=generator,
+        discriminator=discriminator,
+        teacher=teacher,
+        gen_optimizer=gen_optimizer,
+        dis_optimizer=dis_optimizer,
+        gen_schedule=optim.schedule(gen_optimizer, cfg),
+        dis_schedule=dis_schedule,
+        gen_scaler=precision.grad_scaler(cfg, world.device),
+        dis_scaler=precision.grad_scaler(cfg, world.device),
+    )
+
+
+_PARTS = (
+    "generator", "discriminator", "gen_optimizer", "dis_optimizer",
+    "gen_schedule", "dis_schedule", "gen_scaler", "dis_scaler",
+)
+
+
+def state_dict(nets: Nets) -> dict[str, Any]:
+    """Checkpointable state of every part (models unwrapped: no ``module.`` prefixes)."""
+    state = {}
+    for name in _PARTS:
+        part = getattr(nets, name)
+        if part is not None:
+            state[name] = (unwrap(part) if isinstance(part, nn.Module) else part).state_dict()
+    return state
+
+
+def load_state_dict(nets: Nets, state: dict[str, Any]) -> None:
+    for name in _PARTS:
+        part = getattr(nets, name)
+        if part is not None and name in state:
+            target = unwrap(part) if isinstance(part, nn.Module) else part
+            target.load_state_dict(state[name])

@@ -1,0 +1,76 @@
+"""Speed switches: autocast dtype and loss scaling, TF32, cudnn.benchmark, channels_last, compile.
+
+Every switch comes from ``TrainParams`` and is recorded by the trainer beside its timings.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from e2fgvi.config import TrainParams
+from e2fgvi.errors import UserError
+
+log = logging.getLogger(__name__)
+
+_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def apply_backend_switches(cfg: TrainParams, device: torch.device) -> None:
+    """Process-wide numerics switches (TF32, cudnn autotuning, deterministic algorithms)."""
+    if cfg.amp == "fp16" and device.type != "cuda":
+        raise UserError("train.amp 'fp16' needs a CUDA device; use 'bf16' or 'off' on the CPU")
+    torch.backends.cuda.matmul.allow_tf32 = cfg.tf32
+    torch.backends.cudnn.allow_tf32 = cfg.tf32
+    torch.backends.cudnn.benchmark = cfg.cudnn_benchmark and not cfg.deterministic
+    if cfg.deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.backends.cudnn.deterministic = True
+        # warn_only: deform_conv2d's CUDA backward has no deterministic kernel.
+        torch.use_deterministic_algorithms(True, warn_only=True)
+
+
+def autocast(cfg: TrainParams, device: torch.device) -> Callable[[], Any]:
+    """A factory of autocast contexts for the configured dtype (a no-op when amp is off)."""
+    if cfg.amp == "off":
+        return contextlib.nullcontext
+    dtype = _DTYPES[cfg.amp]
+    return lambda: torch.autocast(device.type, dtype=dtype)
+
+
+def grad_scaler(cfg: TrainParams, device: torch.device) -> torch.amp.GradScaler:
+    """Loss scaling is needed for fp16 only; bf16 and fp32 get a disabled scaler."""
+    return torch.amp.GradScaler(device.type, enabled=cfg.amp == "fp16")
+
+
+def prepare_module(
+    module: torch.nn.Module, cfg: TrainParams, device: torch.device
+) -> torch.nn.Module:
+    """Move to the device in the configured memory format."""
+    fmt = torch.channels_last if cfg.channels_last else torch.contiguous_format
+    return module.to(device=device, memory_format=fmt)
+
+
+def maybe_compile(module: torch.nn.Module, cfg: TrainParams) -> torch.nn.Module:
+    if not cfg.compile:
+        return module
+    log.info("torch.compile(%s): the first steps include compilation time", type(module).__name__)
+    return torch.compile(module)
+
+
+def speed_tags(cfg: TrainParams, device: torch.device) -> dict[str, Any]:
+    """Every speed switch, as logged beside the figures it affects."""
+    return {
+        "speed.amp": cfg.amp,
+        "speed.tf32": cfg.tf32,
+        "speed.cudnn_benchmark": bool(torch.backends.cudnn.benchmark),
+        "speed.channels_last": cfg.channels_last,
+        "speed.compile": cfg.compile,
+        "speed.deterministic": cfg.deterministic,
+        "device.type": device.type,
+    }

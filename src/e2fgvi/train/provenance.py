@@ -1,0 +1,76 @@
+"""What ran: git commit, library versions and device, recorded as MLflow tags and in checkpoints."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from e2fgvi.config import Params
+
+# Keys that only change how long or how verbosely training runs; a changed value still resumes.
+RESUME_EXEMPT = frozenset(
+    {"iterations", "log_every", "image_every", "checkpoint_every", "keep_checkpoints", "num_workers"}
+)
+
+
+def git_commit() -> str:
+    """HEAD of the working tree (``+dirty`` when it has uncommitted changes), or 'unknown'."""
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True, timeout=10
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True, text=True, check=True, timeout=10,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return f"{head}+dirty" if dirty else head
+
+
+def resume_key(params: Params) -> str:
+    """Hash of every param that changes the training trajectory (the checkpoint folder name)."""
+    blob = {
+        "seed": params.seed,
+        "masks": params.masks.model_dump(),
+        "model": params.model.model_dump(),
+        "train": params.train.model_dump(exclude=set(RESUME_EXEMPT)),
+        "loss": params.loss.model_dump(),
+    }
+    return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def stage_fingerprint(params: Params, dep_files: list[Path]) -> str:
+    """Hash of the train stage's inputs (its params and dependency files), like DVC's view."""
+    digest = hashlib.sha256(resume_key(params).encode())
+    for path in sorted(dep_files):
+        files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+        for file in files:
+            if file.suffix != ".pyc":
+                digest.update(file.name.encode())
+                digest.update(file.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def environment_tags(device: torch.device, world_size: int) -> dict[str, Any]:
+    """Library versions and the device, as MLflow tags."""
+    tags: dict[str, Any] = {
+        "git.commit": git_commit(),
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda or "none",
+        "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else "none",
+        "python": platform.python_version(),
+        "host": platform.node(),
+        "world_size": world_size,
+    }
+    if device.type == "cuda":
+        tags["device.name"] = torch.cuda.get_device_name(device)
+    else:
+        tags["device.name"] = platform.processor() or platform.machine()
+    return tags

@@ -1,0 +1,108 @@
+"""What training reports: loss averages, the resumable loss history, and the MLflow run."""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+from pathlib import Path
+from typing import Any
+
+from torch import Tensor
+
+from e2fgvi import tracking
+from e2fgvi.atomic import write_text
+from e2fgvi.config import Params, flatten
+
+log = logging.getLogger(__name__)
+
+
+class Averager:
+    """Means of tensor values since the last ``pop`` (kept on the device: no per-step sync)."""
+
+    def __init__(self) -> None:
+        self._sums: dict[str, Tensor] = {}
+        self._counts: dict[str, int] = {}
+
+    def add(self, values: dict[str, Tensor]) -> None:
+        for key, value in values.items():
+            value = value.detach().float()
+            if key in self._sums:
+                self._sums[key] = self._sums[key] + value
+            else:
+                self._sums[key] = value.clone()
+            self._counts[key] = self._counts.get(key, 0) + 1
+
+    def pop(self) -> dict[str, float]:
+        """The means as floats (one host sync), then reset."""
+        means = {k: float(v.item()) / self._counts[k] for k, v in self._sums.items()}
+        self._sums.clear()
+        self._counts.clear()
+        return means
+
+
+class History:
+    """The loss history as CSV beside the checkpoints, so it survives interruption and resume.
+
+    On resume, rows after the resumed iteration are dropped: they are recomputed identically.
+    """
+
+    def __init__(self, path: Path, resumed_step: int) -> None:
+        self.path = path
+        self.rows: list[dict[str, Any]] = []
+        if path.exists():
+            with path.open(newline="") as handle:
+                rows = list(csv.DictReader(handle))
+            self.rows = [r for r in rows if int(r["step"]) <= resumed_step]
+
+    def append(self, step: int, values: dict[str, float]) -> None:
+        self.rows.append({"step": step, **values})
+        self.write(self.path)
+
+    def write(self, path: Path) -> None:
+        fields = list(dict.fromkeys(k for row in self.rows for k in row))
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=fields, restval="", lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(self.rows)
+        write_text(path, buffer.getvalue())
+
+    def last(self) -> dict[str, float]:
+        return {k: float(v) for k, v in self.rows[-1].items() if v != ""} if self.rows else {}
+
+
+def open_run(
+    params: Params, mlruns: Path, spool: Path, run_id: str | None, tags: dict[str, Any]
+) -> tracking.RunLogger:
+    """The experiment's MLflow run: created on a fresh start, re-attached on resume."""
+    uri = tracking.tracking_uri(mlruns)
+    logger = tracking.RunLogger(
+        uri=uri,
+        experiment=params.tracking.experiment,
+        run_id=run_id,
+        run_name=params.tracking.run_name,
+        artifact_root=mlruns,
+        spool=spool,
+        retry_interval_s=params.tracking.retry_interval_s,
+    )
+    if run_id is None:
+        logger.log_params(flatten(params))
+    logger.set_tags(tags)
+    return logger
+
+
+def run_record(logger: tracking.RunLogger) -> dict[str, Any]:
+    """What later stages need to attach to the run (written to ``mlflow_run.json``)."""
+    spool = logger.spool if logger.spool and logger.spool.exists() else None
+    return {"run_id": logger.run_id, "uri": logger.uri, "spool": str(spool) if spool else None}
+
+
+def log_checkpoint(logger: tracking.RunLogger, path: Path, enabled: bool) -> None:
+    """The newest checkpoint as the run's artifact ``checkpoints/latest.pth``."""
+    if not enabled:
+        return
+    latest = path.parent / ".latest-artifact" / "latest.pth"
+    latest.parent.mkdir(exist_ok=True)
+    latest.unlink(missing_ok=True)
+    latest.hardlink_to(path)
+    logger.log_artifact(latest, "checkpoints")
