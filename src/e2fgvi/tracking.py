@@ -110,8 +110,14 @@ class RunLogger:
         stash = Path(tempfile.mkdtemp(dir=self._stash_dir())) / Path(artifact_file).name
         write_text(stash, text)
         parent = str(Path(artifact_file).parent)
-        self._queue({"op": "artifact", "path": str(stash), "dir": None if parent == "." else parent,
-                     "stashed": True})
+        self._queue(
+            {
+                "op": "artifact",
+                "path": str(stash),
+                "dir": None if parent == "." else parent,
+                "stashed": True,
+            }
+        )
 
     def end(self, status: str = "FINISHED") -> None:
         self._queue({"op": "end", "status": status})
@@ -129,7 +135,7 @@ class RunLogger:
                 for record in self._pending:
                     self._send_or_drop(client, record)
                     sent += 1
-            except Exception as exc:  # noqa: BLE001 - any tracking failure must not stop training
+            except Exception as exc:  # any tracking failure must not stop training
                 del self._pending[:sent]
                 self._last_failure = time.monotonic()
                 if not self._warned:
@@ -137,7 +143,10 @@ class RunLogger:
                     log.warning(
                         "MLflow tracking at %s unreachable (%s); buffering %d record(s), "
                         "retrying every %.0f s",
-                        self.uri, type(exc).__name__, len(self._pending), self.retry_interval_s,
+                        self.uri,
+                        type(exc).__name__,
+                        len(self._pending),
+                        self.retry_interval_s,
                     )
                 return False
             if self._warned:
@@ -157,13 +166,19 @@ class RunLogger:
             log.error("MLflow unreachable: %d record(s) could not be sent", len(self._pending))
             return False
         with self._lock:
-            header = {"op": "run", "run_id": self.run_id, "experiment": self.experiment,
-                      "run_name": self.run_name}
+            header = {
+                "op": "run",
+                "run_id": self.run_id,
+                "experiment": self.experiment,
+                "run_name": self.run_name,
+            }
             lines = [json.dumps(r) for r in [header, *self._pending]]
             write_text(self.spool, "\n".join(lines) + "\n")
         log.warning(
             "MLflow unreachable: %d record(s) spooled to %s; they are sent by the next stage "
-            "that reaches the server", len(self._pending), self.spool,
+            "that reaches the server",
+            len(self._pending),
+            self.spool,
         )
         return False
 
@@ -199,7 +214,9 @@ class RunLogger:
             exp_id = _experiment_id(client, self.experiment, self.artifact_root)
             run = client.create_run(exp_id, run_name=self.run_name or None)
             self.run_id = run.info.run_id
-            log.info("MLflow run %s in experiment '%s' (%s)", self.run_id, self.experiment, self.uri)
+            log.info(
+                "MLflow run %s in experiment '%s' (%s)", self.run_id, self.experiment, self.uri
+            )
         return self.run_id
 
     def _send_or_drop(self, client, record: dict[str, Any]) -> None:
@@ -219,7 +236,9 @@ class RunLogger:
         run_id = self._ensure_run(client)
         op = record["op"]
         if op == "metrics":
-            metrics = [Metric(k, v, record["ts"], record["step"]) for k, v in record["values"].items()]
+            metrics = [
+                Metric(k, v, record["ts"], record["step"]) for k, v in record["values"].items()
+            ]
             client.log_batch(run_id, metrics=metrics)
         elif op == "params":
             existing = client.get_run(run_id).data.params
@@ -249,8 +268,12 @@ def replay_spool(spool: Path, uri: str) -> str | None:
     """
     lines = [json.loads(line) for line in spool.read_text().splitlines() if line.strip()]
     header, records = lines[0], lines[1:]
-    logger = RunLogger(uri=uri, experiment=header["experiment"], run_id=header["run_id"],
-                       run_name=header["run_name"])
+    logger = RunLogger(
+        uri=uri,
+        experiment=header["experiment"],
+        run_id=header["run_id"],
+        run_name=header["run_name"],
+    )
     logger._pending = records
     if not logger.flush(force=True):
         return None

@@ -65,7 +65,7 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     """Load one of our checkpoints (never unpickling code)."""
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - corrupt or foreign file: one line for the user
+    except Exception as exc:  # corrupt or foreign file: one line for the user
         raise UserError(
             f"{path}: not a loadable checkpoint ({type(exc).__name__}); delete it to resume "
             "from the previous one"

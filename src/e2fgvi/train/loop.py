@@ -92,16 +92,19 @@ def train_step(nets: Nets, clips: Clips, params: Params, world: World) -> StepRe
         skipped += not ok
         norm = apply_update(nets.dis_optimizer, nets.dis_scaler, nets.discriminator, ok)
         nets.dis_schedule.step()
-        values |= {f"loss/discriminator_{k}" if k != "loss" else "loss/discriminator": v
-                   for k, v in d.items()}
+        values |= {
+            f"loss/discriminator_{k}" if k != "loss" else "loss/discriminator": v
+            for k, v in d.items()
+        }
         values["grad_norm/discriminator"] = norm
         critic = unwrap(nets.discriminator)
     with frozen(critic) if critic is not None else contextlib.nullcontext():
         g = generator_step(critic, clips, out, teacher, params.loss, nets.gen_scaler, amp)
     ok = _finite(g["loss"], world)
     skipped += not ok
-    values["grad_norm/generator"] = apply_update(nets.gen_optimizer, nets.gen_scaler,
-                                                 nets.generator, ok)
+    values["grad_norm/generator"] = apply_update(
+        nets.gen_optimizer, nets.gen_scaler, nets.generator, ok
+    )
     nets.gen_schedule.step()
     values |= {f"loss/{k}" if k != "loss" else "loss/generator": v for k, v in g.items()}
     return StepResult(values, skipped)
@@ -133,7 +136,9 @@ def rollback(nets: Nets, paths: TrainPaths, step: int) -> bool:
     """Restore weights and optimizers of the newest checkpoint; training goes on with new data."""
     latest = checkpoint.latest_checkpoint(paths.checkpoints)
     if latest is None:
-        log.warning("step %d: non-finite loss and no checkpoint to roll back to; step skipped", step)
+        log.warning(
+            "step %d: non-finite loss and no checkpoint to roll back to; step skipped", step
+        )
         return False
     load_state_dict(nets, checkpoint.load_checkpoint(latest))
     log.warning("step %d: non-finite loss; rolled back to %s", step, latest.name)
@@ -141,5 +146,11 @@ def rollback(nets: Nets, paths: TrainPaths, step: int) -> bool:
 
 
 def progress(start: int, total: int, world: World) -> tqdm:
-    return tqdm(total=total, initial=start, desc="train", unit="it", disable=not world.is_main,
-                dynamic_ncols=True)
+    return tqdm(
+        total=total,
+        initial=start,
+        desc="train",
+        unit="it",
+        disable=not world.is_main,
+        dynamic_ncols=True,
+    )

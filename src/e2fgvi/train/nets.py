@@ -91,8 +91,14 @@ def build_nets(params: Params, spynet: Path | None, world: World) -> Nets:
 
 
 _PARTS = (
-    "generator", "discriminator", "gen_optimizer", "dis_optimizer",
-    "gen_schedule", "dis_schedule", "gen_scaler", "dis_scaler",
+    "generator",
+    "discriminator",
+    "gen_optimizer",
+    "dis_optimizer",
+    "gen_schedule",
+    "dis_schedule",
+    "gen_scaler",
+    "dis_scaler",
 )
 
 

@@ -29,6 +29,10 @@ def discriminator_optimizer(discriminator: nn.Module, cfg: TrainParams) -> torch
     return torch.optim.Adam(discriminator.parameters(), lr=cfg.lr, betas=tuple(cfg.betas))
 
 
-def schedule(optimizer: torch.optim.Optimizer, cfg: TrainParams) -> torch.optim.lr_scheduler.LRScheduler:
+def schedule(
+    optimizer: torch.optim.Optimizer, cfg: TrainParams
+) -> torch.optim.lr_scheduler.LRScheduler:
     """Per-iteration step decay at ``milestones`` by ``gamma``."""
-    return torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=cfg.milestones, gamma=cfg.gamma)
+    return torch.optim.lr_scheduler.MultiStepLR(
+        optimizer, milestones=cfg.milestones, gamma=cfg.gamma
+    )

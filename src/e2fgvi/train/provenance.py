@@ -15,7 +15,14 @@ from e2fgvi.config import Params
 
 # Keys that only change how long or how verbosely training runs; a changed value still resumes.
 RESUME_EXEMPT = frozenset(
-    {"iterations", "log_every", "image_every", "checkpoint_every", "keep_checkpoints", "num_workers"}
+    {
+        "iterations",
+        "log_every",
+        "image_every",
+        "checkpoint_every",
+        "keep_checkpoints",
+        "num_workers",
+    }
 )
 
 
@@ -27,7 +34,10 @@ def git_commit() -> str:
         ).stdout.strip()
         dirty = subprocess.run(
             ["git", "status", "--porcelain", "--untracked-files=no"],
-            capture_output=True, text=True, check=True, timeout=10,
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=10,
         ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return "unknown"
