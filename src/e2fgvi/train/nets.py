@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,8 +19,10 @@ from torch.nn.parallel import DistributedDataParallel
 
 from e2fgvi.config import Params
 from e2fgvi.model import Discriminator, build_flow_teacher, build_generator
-from e2fgvi.train import optim, precision
+from e2fgvi.train import checkpoint, optim, precision
 from e2fgvi.train.distributed import World
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -118,3 +121,36 @@ def load_state_dict(nets: Nets, state: dict[str, Any]) -> None:
         if part is not None and name in state:
             target = unwrap(part) if isinstance(part, nn.Module) else part
             target.load_state_dict(state[name])
+
+
+def save(nets: Nets, folder: Path, step: int, meta: dict[str, Any], keep: int) -> Path | None:
+    """Checkpoint ``step`` (rank 0), refusing to write weights that hold NaN/Inf."""
+    models = [unwrap(m) for m in (nets.generator, nets.discriminator) if m is not None]
+    if not all(checkpoint.all_finite(m) for m in models):
+        log.error("iteration %d: non-finite weights; checkpoint NOT written", step)
+        return None
+    state = {**state_dict(nets), "rng": checkpoint.rng_state(), "meta": meta}
+    return checkpoint.save_checkpoint(folder, step, state, keep)
+
+
+def resume(nets: Nets, folder: Path) -> tuple[int, dict[str, Any]]:
+    """Load the newest checkpoint in ``folder``: (its iteration, its meta), or (0, {})."""
+    latest = checkpoint.latest_checkpoint(folder)
+    if latest is None:
+        return 0, {}
+    state = checkpoint.load_checkpoint(latest)
+    load_state_dict(nets, state)
+    checkpoint.restore_rng_state(state["rng"])
+    log.info("resuming from %s (iteration %d)", latest, state["step"])
+    return state["step"], state.get("meta", {})
+
+
+def rollback(nets: Nets, folder: Path, step: int) -> bool:
+    """Restore the newest checkpoint's weights and optimizers; training goes on with new data."""
+    latest = checkpoint.latest_checkpoint(folder)
+    if latest is None:
+        log.warning("iteration %d: non-finite loss, no checkpoint to roll back to: skipped", step)
+        return False
+    load_state_dict(nets, checkpoint.load_checkpoint(latest))
+    log.warning("iteration %d: non-finite loss; rolled back to %s", step, latest.name)
+    return True
