@@ -6,17 +6,23 @@ module rasterises the same shape with ``cv2.fillPoly`` (no Matplotlib) and repro
 that Matplotlib's default figure imposes, so the hole-area distribution matches the official one
 (per-frame hole share about 7.2 % of a 240×432 frame, median 6.6 %, range about 2–19 %).
 
-Official quirk kept on purpose: the initial speed comes from ``np.random.uniform(3)``, which means
-``uniform(low=3, high=1.0)``, i.e. a speed in (1, 3], not (0, 3). ``initial_speed_range: [3.0, 1.0]``
-in params.yaml spells that out as (low, high) of the same formula ``low + (high - low) * U[0, 1)``.
+Official quirk kept on purpose: the initial speed comes from ``np.random.uniform(3)``, which
+means ``uniform(low=3, high=1.0)``, i.e. a speed in (1, 3], not (0, 3). params.yaml's
+``initial_speed_range: [3.0, 1.0]`` spells that out as (low, high) of the same formula
+``low + (high - low) * U[0, 1)``.
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
+import os
+import shutil
+from pathlib import Path
 
 import cv2
 import numpy as np
+from tqdm import tqdm
 
 from e2fgvi.config import MaskParams
 
@@ -39,8 +45,12 @@ EDGE_NUMS = (6, 7, 8)
 RATIOS = (0.6, 0.7, 0.8)
 
 
-def random_shape(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
-    """One random closed Bézier blob, cropped to its bounding box: uint8 {0, 1}, 1 = hole."""
+def random_vertices(rng: np.random.Generator) -> np.ndarray:
+    """Control points of a random closed path: 3·edge_num + 1 points, the last equal to the first.
+
+    Vertices sit at evenly spaced angles on the unit circle, each radius scaled by
+    (1 − ratio + 2·ratio·U[0, 1)), with edge_num in {6, 7, 8} and ratio in {0.6, 0.7, 0.8}.
+    """
     edge_num = int(rng.choice(EDGE_NUMS))
     ratio = float(rng.choice(RATIOS))
     points = 3 * edge_num + 1
@@ -48,10 +58,20 @@ def random_shape(rng: np.random.Generator, height: int, width: int) -> np.ndarra
     radii = 1.0 - ratio + 2.0 * ratio * rng.random(points)
     verts = np.stack([np.cos(angles), np.sin(angles)], axis=1) * radii[:, None]
     verts[-1] = verts[0]  # closes the path without a straight closing segment
-    curve = _bezier_outline(verts)
+    return verts
+
+
+def rasterise(verts: np.ndarray, height: int, width: int) -> np.ndarray:
+    """The path filled on a (height, width) canvas placed as the official figure places it."""
     fine = np.zeros((height * SUPERSAMPLE, width * SUPERSAMPLE), np.uint8)
-    cv2.fillPoly(fine, [_to_pixels(curve, verts, height * SUPERSAMPLE, width * SUPERSAMPLE)], 1)
-    canvas = fine.reshape(height, SUPERSAMPLE, width, SUPERSAMPLE).min(axis=(1, 3))
+    outline = _to_pixels(_bezier_outline(verts), verts, height * SUPERSAMPLE, width * SUPERSAMPLE)
+    cv2.fillPoly(fine, [outline], 1)
+    return fine.reshape(height, SUPERSAMPLE, width, SUPERSAMPLE).min(axis=(1, 3))
+
+
+def random_shape(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
+    """One random closed Bézier blob, cropped to its bounding box: uint8 {0, 1}, 1 = hole."""
+    canvas = rasterise(random_vertices(rng), height, width)
     rows, cols = np.nonzero(canvas)
     if rows.size == 0:  # only for absurdly small boxes; keep one pixel rather than no hole
         return np.ones((1, 1), np.uint8)
@@ -138,3 +158,32 @@ def random_mask_sequence(
     for frame, (row, col) in zip(masks, positions, strict=True):
         frame[row : row + shape.shape[0], col : col + shape.shape[1]] = shape
     return masks
+
+
+def video_rng(seed: int, video: str) -> np.random.Generator:
+    """A generator for one video from (seed, video id), independent of the other videos."""
+    digest = hashlib.sha256(f"{seed}:{video}".encode()).digest()
+    return np.random.default_rng(int.from_bytes(digest[:16], "little"))
+
+
+def write_eval_masks(index: dict[str, int], out_dir: Path, cfg: MaskParams) -> None:
+    """``out_dir/<video>/00000.png …``: binary 0/255 PNGs, one per frame, each video atomically."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for video, frames in tqdm(sorted(index.items()), desc="eval masks", unit="video"):
+        rng = video_rng(cfg.eval_seed, video)
+        masks = random_mask_sequence(
+            rng, frames, cfg.height, cfg.width, cfg, moving_prob=cfg.eval_moving_prob
+        )
+        # Build the folder beside its final place, then swap it in: never a half-written video.
+        staging = out_dir / f".{video}.tmp"
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir()
+        for i, mask in enumerate(masks):
+            (staging / f"{i:05d}.png").write_bytes(cv2.imencode(".png", mask * 255)[1].tobytes())
+        final = out_dir / video
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(staging, final)
+    for stale in out_dir.iterdir():
+        if stale.name not in index:
+            shutil.rmtree(stale) if stale.is_dir() else stale.unlink()
