@@ -50,22 +50,26 @@ def resize_frame(rgb: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
 
 def _convert(data: bytes, where: str, cfg: PrepareParams) -> tuple[bytes, str]:
-    """One frame's output bytes and its source resolution 'WxH'."""
+    """One frame's output bytes and its source resolution 'WxH' ('' when not decoded)."""
     if not cfg.resize and not cfg.verify_jpeg:
-        try:
-            width, height = Image.open(io.BytesIO(data)).size  # reads the header only
-        except OSError:
-            raise UserError(f"{where}: not a JPEG (corrupt); re-download the archive") from None
-        return data, f"{width}x{height}"
+        return data, ""
     rgb = decode_jpeg(data, where)
     resolution = f"{rgb.shape[1]}x{rgb.shape[0]}"
     if not cfg.resize:
         return data, resolution
     small = resize_frame(rgb, (cfg.resize[0], cfg.resize[1]))
     bgr = cv2.cvtColor(small, cv2.COLOR_RGB2BGR)
-    return cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, cfg.jpeg_quality])[
-        1
-    ].tobytes(), resolution
+    encoded = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, cfg.jpeg_quality])[1]
+    return encoded.tobytes(), resolution
+
+
+def _header_resolution(data: bytes, where: str) -> str:
+    """'WxH' from a JPEG header alone (no decoding)."""
+    try:
+        width, height = Image.open(io.BytesIO(data)).size
+    except OSError:
+        raise UserError(f"{where}: not a JPEG (corrupt); re-download the archive") from None
+    return f"{width}x{height}"
 
 
 def _stamp(source: SourceArchive, video: str, cfg: PrepareParams) -> str:
@@ -98,11 +102,17 @@ def write_video(
     # cv2/PIL release the GIL, so threads convert frames in parallel; order is kept by map().
     converted = list(pool.map(lambda p: _convert(p[0], p[1], cfg), payloads))
     resolutions = Counter(r for _, r in converted)
+    if not converted[0][1]:  # not decoded (verify_jpeg off): the first frame's header tells
+        resolutions = Counter({_header_resolution(*payloads[0]): len(payloads)})
     if len(resolutions) > 1:
         log.warning("%s: video %s mixes frame sizes %s", source.path, video, sorted(resolutions))
     resolution = resolutions.most_common(1)[0][0]
-    meta = {"stamp": stamp, "frames": len(infos), "resolution": resolution,
-            "bytes_in": sum(i.file_size for i in infos)}  # fmt: skip
+    meta = {
+        "stamp": stamp,
+        "frames": len(infos),
+        "resolution": resolution,
+        "bytes_in": sum(i.file_size for i in infos),
+    }
     with atomic_open(dest) as handle, zipfile.ZipFile(handle, "w", zipfile.ZIP_STORED) as out:
         for info, (data, _) in zip(infos, converted, strict=True):
             out.writestr(deterministic_zipinfo(PurePosixPath(info.filename).name), data)
