@@ -29,6 +29,8 @@ from e2fgvi.errors import UserError
 log = logging.getLogger(__name__)
 
 CHUNK = 1 << 20
+# Network reads are smaller: a dropped connection loses the chunk being read, not more.
+NET_CHUNK = 1 << 16
 # OpenMMLab names checkpoints ``<name>-<first 8 hex digits of the file's sha256>.pth``.
 NAME_HASH = re.compile(r"-([0-9a-f]{8,64})\.[A-Za-z]+$")
 
@@ -124,7 +126,7 @@ def _transfer(session: requests.Session, url: str, part: Path, timeout: float) -
         total = offset + int(length) if length and length.isdigit() else None
         with open(part, "ab" if offset else "wb") as out, _bar(total, part.name, offset) as bar:
             try:
-                for chunk in response.iter_content(CHUNK):
+                for chunk in response.iter_content(NET_CHUNK):
                     out.write(chunk)
                     bar.update(len(chunk))
             except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError) as exc:
