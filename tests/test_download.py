@@ -211,8 +211,8 @@ def test_pretrained_checks_the_hash_in_its_name(tmp_path):
     bad.write_bytes(PAYLOAD)
     out = tmp_path / "pretrained"
     entry = fetch_weight("spynet", PretrainedFile(fetch=True, url=str(good)), out, FAST, tmp_path)
-    assert entry == {"file": good.name, "url": str(good), "fetched": True, "sha256": SHA,
-                     "bytes": len(PAYLOAD)}  # fmt: skip
+    expected = {"file": good.name, "url": str(good), "fetched": True, "sha256": SHA}
+    assert entry == {**expected, "bytes": len(PAYLOAD)}
     assert (out / good.name).read_bytes() == PAYLOAD
     with pytest.raises(UserError, match="does not start with deadbeef"):
         fetch_weight("spynet", PretrainedFile(fetch=True, url=str(bad)), out, FAST, tmp_path)
