@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from _archives import jpeg
 
-from e2fgvi.data.frames import VideoZip, decode_jpeg, load_index
+from e2fgvi.data.frames import VideoZip, check_index, decode_jpeg, load_index
 from e2fgvi.errors import UserError
 
 
@@ -122,3 +122,14 @@ def test_load_index(tmp_path):
         load_index(path)
     with pytest.raises(UserError, match="index not found"):
         load_index(tmp_path / "none.json")
+
+
+def test_check_index_catches_count_mismatches(video, tmp_path):
+    json_path = tmp_path / "train.json"
+    check_index({"abc": 3}, json_path, tmp_path)
+    with pytest.raises(
+        UserError, match=r"train\.json: video abc has 180 frames but .*abc\.zip holds 3"
+    ):
+        check_index({"abc": 180}, json_path, tmp_path)
+    with pytest.raises(UserError, match=r"video xyz has no .*xyz\.zip; rerun prepare"):
+        check_index({"xyz": 1}, json_path, tmp_path)

@@ -107,9 +107,8 @@ def _transfer(session: requests.Session, url: str, part: Path, timeout: float) -
     offset = part.stat().st_size if part.exists() else 0
     headers = {"Range": f"bytes={offset}-"} if offset else {}
     with session.get(url, headers=headers, stream=True, timeout=timeout) as response:
-        if (
-            response.status_code == 416
-        ):  # nothing left after offset: complete, or bigger than served
+        # 416: nothing to send after offset, so the part is complete or longer than the file.
+        if response.status_code == 416:
             total = response.headers.get("Content-Range", "").rpartition("/")[2]
             if total.isdigit() and int(total) == offset:
                 return

@@ -109,3 +109,24 @@ def load_index(json_path: str | Path) -> dict[str, int]:
         if isinstance(count, bool) or not isinstance(count, int) or count < 1:
             raise UserError(f"{path}: video {video!r} has frame count {count!r}; expected int >= 1")
     return dict(raw)
+
+
+def check_index(index: dict[str, int], json_path: Path, frames_dir: Path) -> None:
+    """Every indexed video has a zip in ``frames_dir`` holding exactly its count of frames.
+
+    A count above the zip's frames is the official code's ``IndexError`` (E2FGVI issue #51).
+    """
+    for video, count in index.items():
+        path = frames_dir / f"{video}.zip"
+        try:
+            with zipfile.ZipFile(path) as archive:
+                held = sum(is_jpeg_name(n) for n in archive.namelist())
+        except FileNotFoundError:
+            raise UserError(f"{json_path}: video {video} has no {path}; rerun prepare") from None
+        except (zipfile.BadZipFile, OSError) as exc:
+            raise UserError(f"{path}: not a readable zip ({exc}); rerun prepare") from None
+        if held != count:
+            raise UserError(
+                f"{json_path}: video {video} has {count} frames but {path} holds {held};"
+                " regenerate the index with `dvc repro prepare` (do not mix in another train.json)"
+            )

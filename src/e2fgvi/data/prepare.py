@@ -26,7 +26,7 @@ from tqdm import tqdm
 from e2fgvi.atomic import atomic_open, write_json
 from e2fgvi.config import PrepareParams, params_hash
 from e2fgvi.data.archive import ARCHIVES, SourceArchive, deterministic_zipinfo
-from e2fgvi.data.frames import decode_jpeg
+from e2fgvi.data.frames import check_index, decode_jpeg, load_index
 from e2fgvi.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -166,7 +166,9 @@ def prepare_dataset(raw_dir: Path, out_dir: Path, cfg: PrepareParams) -> dict[st
                     video: write_video(source, video, frames_dir / f"{video}.zip", cfg, pool)
                     for video in tqdm(source.videos, desc=f"prepare {split}", unit="video")
                 }
-            write_json(out_dir / f"{split}.json", {v: s.frames for v, s in stats.items()})
+            index_path = out_dir / f"{split}.json"
+            write_json(index_path, {v: s.frames for v, s in stats.items()})
+            check_index(load_index(index_path), index_path, frames_dir)
             report[split] = _split_report(stats)
             log.info("%s: %d videos, %d frames", split, len(stats), report[split]["frames"])
     _remove_stale(frames_dir, set(seen))
