@@ -125,3 +125,15 @@ def test_rasterisation_matches_matplotlib_pixel_for_pixel():
         iou = (ours & theirs).sum() / (ours | theirs).sum()
         assert iou > 0.95, (height, width, iou)
         assert abs(int(ours.sum()) - int(theirs.sum())) < 0.05 * theirs.sum()
+
+
+def test_bad_speed_range_and_unsafe_video_ids(tmp_path):
+    from e2fgvi.data.masks import write_eval_masks
+    from e2fgvi.errors import UserError
+
+    bad = MaskParams(initial_speed_range=[3.0])
+    with pytest.raises(UserError, match=r"masks\.initial_speed_range: expected \[low, high\]"):
+        random_mask_sequence(np.random.default_rng(0), 3, H, W, bad)
+    with pytest.raises(UserError, match="not a plain folder name"):
+        write_eval_masks({"../escape": 2}, tmp_path / "m", CFG)
+    assert not (tmp_path / "escape").exists()

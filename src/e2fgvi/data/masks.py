@@ -25,6 +25,7 @@ import numpy as np
 from tqdm import tqdm
 
 from e2fgvi.config import MaskParams
+from e2fgvi.errors import UserError
 
 # Matplotlib's default figure draws the axes inside the subplot box given by rcParams
 # figure.subplot.{left,right,bottom,top} = 0.125, 0.9, 0.11, 0.88, and the official code sets both
@@ -146,6 +147,8 @@ def random_mask_sequence(
     """
     if num_frames < 1:
         raise ValueError(f"num_frames must be >= 1, got {num_frames}")
+    if len(cfg.initial_speed_range) != 2:
+        raise UserError("params.yaml masks.initial_speed_range: expected [low, high]")
     box_h = int(rng.integers(height // 3, height))
     box_w = int(rng.integers(width // 3, width))
     shape = random_shape(rng, box_h, box_w)
@@ -168,6 +171,9 @@ def video_rng(seed: int, video: str) -> np.random.Generator:
 
 def write_eval_masks(index: dict[str, int], out_dir: Path, cfg: MaskParams) -> None:
     """``out_dir/<video>/00000.png …``: binary 0/255 PNGs, one per frame, each video atomically."""
+    for video in index:
+        if not video or video in (".", "..") or "/" in video or "\\" in video:
+            raise UserError(f"test index: video id {video!r} is not a plain folder name")
     out_dir.mkdir(parents=True, exist_ok=True)
     for video, frames in tqdm(sorted(index.items()), desc="eval masks", unit="video"):
         rng = video_rng(cfg.eval_seed, video)
@@ -185,5 +191,9 @@ def write_eval_masks(index: dict[str, int], out_dir: Path, cfg: MaskParams) -> N
             shutil.rmtree(final)
         os.replace(staging, final)
     for stale in out_dir.iterdir():
-        if stale.name not in index:
-            shutil.rmtree(stale) if stale.is_dir() else stale.unlink()
+        if stale.name in index:
+            continue
+        if stale.is_dir():
+            shutil.rmtree(stale)
+        else:
+            stale.unlink()
