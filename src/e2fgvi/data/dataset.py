@@ -13,12 +13,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 from torch.utils.data import Dataset, Sampler
 
 from e2fgvi.config import MaskParams, TrainParams
 from e2fgvi.data.frames import VideoZip, load_index
 from e2fgvi.data.masks import random_mask_sequence
+from e2fgvi.data.prepare import resize_frame
 from e2fgvi.errors import UserError
 
 _OPEN_ZIPS = 256  # per worker; the official code keeps all 3,471 open, beyond common fd limits
@@ -74,13 +74,8 @@ class TrainClips(Dataset):
 
     def _frames(self, video: str, ids: list[int]) -> np.ndarray:
         size = (self.cfg.width, self.cfg.height)
-        frames = []
-        for image in self._zip(video).read_many(ids):
-            if image.shape[1::-1] != size:
-                # PIL bicubic, as the official loader resizes (aspect ratio not kept, no crop).
-                image = np.asarray(Image.fromarray(image).resize(size, Image.BICUBIC))
-            frames.append(image)
-        return np.stack(frames)  # (t, h, w, 3) uint8
+        # PIL bicubic, like the official loader (a no-op on frames prepared at this size).
+        return np.stack([resize_frame(f, size) for f in self._zip(video).read_many(ids)])
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         rng = np.random.default_rng([self.seed, index])

@@ -1,0 +1,129 @@
+"""Training building blocks that need no model: checkpoints, sampler, schedule, DDP helpers."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from e2fgvi.config import Params, TrainParams
+from e2fgvi.data.dataset import StepSampler
+from e2fgvi.errors import UserError
+from e2fgvi.train import checkpoint, optim, provenance
+from e2fgvi.train.distributed import World, per_rank_batch, torchrun_command
+from e2fgvi.train.telemetry import Averager, History
+
+
+def test_checkpoints_rotate_and_resume_latest(tmp_path):
+    for step in (2, 4, 6, 8):
+        checkpoint.save_checkpoint(tmp_path, step, {"w": torch.full((2,), float(step))}, keep=2)
+    assert [s for s, _ in checkpoint.list_checkpoints(tmp_path)] == [6, 8]
+    latest = checkpoint.latest_checkpoint(tmp_path)
+    state = checkpoint.load_checkpoint(latest)
+    assert state["step"] == 8 and torch.equal(state["w"], torch.full((2,), 8.0))
+    assert not list(tmp_path.glob("*.tmp")), "no temporary files left behind"
+
+
+def test_interrupted_write_keeps_previous_checkpoint(tmp_path, monkeypatch):
+    checkpoint.save_checkpoint(tmp_path, 1, {"w": torch.ones(1)}, keep=3)
+
+    def boom(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", boom)
+    with pytest.raises(OSError):
+        checkpoint.save_checkpoint(tmp_path, 2, {"w": torch.ones(1)}, keep=3)
+    assert [s for s, _ in checkpoint.list_checkpoints(tmp_path)] == [1]
+    assert not list(tmp_path.glob(".*tmp"))
+
+
+def test_foreign_and_corrupt_checkpoints_are_one_line_errors(tmp_path):
+    foreign = tmp_path / "ckpt_0000001.pth"
+    torch.save({"w": torch.ones(1)}, foreign)
+    with pytest.raises(UserError, match="not an e2fgvi-repro training checkpoint"):
+        checkpoint.load_checkpoint(foreign)
+    foreign.write_bytes(b"\x00garbage")
+    with pytest.raises(UserError, match="not a loadable checkpoint"):
+        checkpoint.load_checkpoint(foreign)
+
+
+def test_rng_state_round_trip():
+    rng = np.random.default_rng(3)
+    state = checkpoint.rng_state(rng)
+    expected = (torch.rand(3), rng.random(3))
+    checkpoint.restore_rng_state(state, rng)
+    assert torch.equal(torch.rand(3), expected[0])
+    assert np.array_equal(rng.random(3), expected[1])
+
+
+def test_all_finite_detects_nan():
+    layer = torch.nn.Linear(2, 2)
+    assert checkpoint.all_finite(layer)
+    with torch.no_grad():
+        layer.weight[0, 0] = float("nan")
+    assert not checkpoint.all_finite(layer)
+
+
+def test_step_sampler_splits_global_batch_and_resumes():
+    ranks = [list(StepSampler(0, 3, 4, rank, 2)) for rank in (0, 1)]
+    assert ranks == [[0, 1, 4, 5, 8, 9], [2, 3, 6, 7, 10, 11]]
+    assert list(StepSampler(2, 3, 4, 1, 2)) == [10, 11]
+    assert len(StepSampler(1, 3, 4, 0, 2)) == 4
+
+
+def test_per_rank_batch_must_divide():
+    cpu = torch.device("cpu")
+    assert per_rank_batch(8, World(0, 0, 4, cpu)) == 2
+    with pytest.raises(UserError, match=r"train\.batch_size 6 does not split over 4"):
+        per_rank_batch(6, World(0, 0, 4, cpu))
+
+
+def test_torchrun_command_single_and_multi_node(monkeypatch):
+    single = torchrun_command(4, 1, "e2fgvi.stages.train", ["--out", "x"])
+    assert "--nproc-per-node=4" in single and "--standalone" in single
+    assert single[-4:] == ["-m", "e2fgvi.stages.train", "--out", "x"]
+    monkeypatch.delenv("E2FGVI_RDZV_ENDPOINT", raising=False)
+    with pytest.raises(UserError, match="E2FGVI_RDZV_ENDPOINT"):
+        torchrun_command(8, 2, "m", [])
+    monkeypatch.setenv("E2FGVI_RDZV_ENDPOINT", "node0:29400")
+    multi = torchrun_command(8, 2, "m", [])
+    assert "--rdzv-endpoint=node0:29400" in multi and "--nnodes=2" in multi
+
+
+def test_schedule_steps_per_iteration_and_spynet_group():
+    cfg = TrainParams(milestones=[3], lr=1e-4, gamma=0.1, spynet_lr=0.5)
+    model = torch.nn.Module()
+    model.body = torch.nn.Linear(2, 2)
+    model.update_spynet = torch.nn.Linear(2, 2)
+    opt = optim.generator_optimizer(model, cfg)
+    assert [g["lr"] for g in opt.param_groups] == [1e-4, 5e-5]
+    assert opt.defaults["betas"] == (0.0, 0.99)
+    sched = optim.schedule(opt, cfg)
+    lrs = []
+    for _ in range(5):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert lrs == pytest.approx([1e-4, 1e-4, 1e-4, 1e-5, 1e-5])
+
+
+def test_resume_key_ignores_run_length_only():
+    base = Params()
+    longer = base.model_copy(update={"train": base.train.model_copy(update={"iterations": 7})})
+    other_lr = base.model_copy(update={"train": base.train.model_copy(update={"lr": 2e-4})})
+    assert provenance.resume_key(base) == provenance.resume_key(longer)
+    assert provenance.resume_key(base) != provenance.resume_key(other_lr)
+
+
+def test_averager_and_history(tmp_path):
+    avg = Averager()
+    avg.add({"a": torch.tensor(1.0)})
+    avg.add({"a": torch.tensor(3.0)})
+    assert avg.pop() == {"a": 2.0}
+    path = tmp_path / "history.csv"
+    history = History(path, 0)
+    for step in (1, 2, 3):
+        history.append(step, {"loss": float(step)})
+    resumed = History(path, 2)
+    assert [int(r["step"]) for r in resumed.rows] == [1, 2]
+    assert resumed.last() == {"step": 2.0, "loss": 2.0}
