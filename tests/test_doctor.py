@@ -20,6 +20,7 @@ from e2fgvi.doctor_checks import (
     check_gpus,
     check_nvml,
     check_tools,
+    check_torch,
     check_weight,
 )
 from e2fgvi.doctor_probes import GpuInfo, NvmlFacts, ToolFacts, TorchFacts
@@ -45,6 +46,12 @@ def test_no_gpu_depends_on_train_device(params):
         for device in ("auto", "cpu", "cuda")
     }
     assert statuses == {"auto": ["warn"], "cpu": ["ok"], "cuda": ["fail"]}
+
+
+def test_broken_torch_is_one_failure_not_a_gpu_warning(params):
+    broken = TorchFacts(error="ModuleNotFoundError: No module named 'torch'")
+    assert check_torch(broken).status == "fail"
+    assert check_gpus(broken, params) == []
 
 
 def test_gpu_without_kernels_in_this_torch_build_fails(params):

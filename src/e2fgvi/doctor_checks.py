@@ -90,6 +90,8 @@ def _no_gpu(facts: TorchFacts, device: str) -> Check:
 
 def check_gpus(facts: TorchFacts, params: Params | None) -> list[Check]:
     """GPU presence against train.device, per-GPU support, process count and bf16."""
+    if facts.error:
+        return []  # the torch line already says what is wrong
     train = params.train if params else None
     device = train.device if train else "auto"
     if not facts.gpus:
