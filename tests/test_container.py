@@ -20,6 +20,8 @@ import pytest
 import yaml
 from packaging.specifiers import SpecifierSet
 
+from e2fgvi.doctor import dvc_vars
+
 BIN = Path(sys.executable).parent
 
 
@@ -91,8 +93,7 @@ def test_non_root_user_volumes_and_default_command(docker, repo_root):
     assert resolved.split(":")[0] not in {"0", "root"}
     workdir = _all(docker, "WORKDIR")[-1]
     volumes = json.loads(_all(docker, "VOLUME")[-1])
-    paths = yaml.safe_load((repo_root / "dvc.yaml").read_text())["vars"][0]
-    for name, path in paths.items():
+    for name, path in dvc_vars(repo_root / "dvc.yaml").items():
         if name != "reports":  # small DVC metrics, kept in git with the checkout
             top = f"{workdir}/{Path(path).parts[0]}"
             assert top in volumes, f"dvc.yaml var {name}={path} is not under a volume"
