@@ -157,7 +157,7 @@ def test_totals_count_each_gpu_and_each_host_once():
 
 
 def test_as_gathered_rejects_non_records():
-    with pytest.raises(UserError, match="cost_raw.json: not a cost record"):
+    with pytest.raises(UserError, match=r"cost_raw\.json: not a cost record"):
         as_gathered({"hello": 1}, "cost_raw.json")
 
 
