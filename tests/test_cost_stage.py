@@ -147,3 +147,27 @@ def test_profile_command_says_the_step_is_not_wired(repo_root, capsys):
     err = capsys.readouterr().err
     assert code == 2
     assert "make_training_step" in err and "Traceback" not in err
+
+
+def _tiny_step(params, device, clips):
+    net = torch.nn.Conv2d(3, 4, 3)
+    batch = torch.randn(clips, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    return lambda: net(batch).sum().backward()
+
+
+def test_profile_command_logs_forecast_metrics(staged, repo_root, monkeypatch, tmp_path, capsys):
+    monkeypatch.setattr("e2fgvi.cost.profile.make_training_step", _tiny_step)
+    out = tmp_path / "profile.json"
+    argv = ["profile", "--params", str(repo_root / "params.yaml"), "--mlruns",
+            str(staged["mlruns"]), "--out", str(out), "--gpus", "4"]  # fmt: skip
+    assert cli.main(argv) == 0
+    report = json.loads(out.read_text())
+    assert report["forecast"]["gpus"] == 4 and report["forecast"]["clips_per_gpu"] == 2
+    assert report["memory"]["max_clips_per_gpu"] is None
+    (run,) = tracking.search_runs(staged["uri"], ["e2fgvi-sample"])
+    assert run.tags["cost.kind"] == "profile" and run.run_name == "profile-cpu"
+    assert run.metrics["cost/forecast_gpu_hours"] == pytest.approx(
+        report["forecast"]["gpu_hours"]["mean"]
+    )
+    assert "cost/forecast_max_clips_per_gpu" not in run.metrics  # null on CPU: not logged
+    assert "forecast for 500000 iterations on 4 GPU(s)" in capsys.readouterr().err

@@ -17,8 +17,6 @@ from e2fgvi.tracking import RunLogger
 
 log = logging.getLogger(__name__)
 
-SWITCHES = ("amp", "tf32", "cudnn_benchmark", "channels_last", "compile", "deterministic")
-
 
 def read_json(path: Path, producer: str) -> Any:
     """A JSON input file; a missing or broken one is one line naming it and its producer."""
@@ -55,7 +53,14 @@ def run_reference(path: Path) -> tuple[str, str | None, Path | None]:
 
 def switches(train: TrainParams) -> dict[str, Any]:
     """Every speed switch of the run, to be logged beside the figures."""
-    return {name: getattr(train, name) for name in SWITCHES}
+    return {
+        "amp": train.amp,
+        "tf32": train.tf32,
+        "cudnn_benchmark": train.cudnn_benchmark,
+        "channels_last": train.channels_last,
+        "compile": train.compile,
+        "deterministic": train.deterministic,
+    }
 
 
 def log_report(logger: RunLogger, report: dict[str, Any], artifacts: list[Path], kind: str) -> None:
