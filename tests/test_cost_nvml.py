@@ -194,3 +194,35 @@ def test_meter_record_with_fake_gpu(nvml):
     assert record["gpu"]["energy_j"] == pytest.approx(3.0)
     assert record["conditions"]["gpu_count"] == 1 and record["device_name"] == "cpu"
     assert metrics["cost/gpu_power_w"] == 100.0 and metrics["cost/gpu_util_pct"] == 50.0
+
+
+def test_report_of_a_fake_gpu_run(nvml, tmp_path):
+    import matplotlib.image
+    import numpy as np
+
+    from e2fgvi.cost.record import as_gathered
+    from e2fgvi.cost.report import write_report
+    from e2fgvi.cost.summary import build_report
+
+    cfg = CostParams(warmup_steps=1, nvml_interval_s=0.01)
+    meter = CostMeter(cfg, torch.device("cpu"), 1, nvml=nvml, nvml_device=0, visible_devices="0")
+    meter.start()
+    for step in range(4):
+        with meter.compute():
+            time.sleep(0.02)
+        nvml.gpus[0].energy_mj += 36_000  # 36 J per step
+        meter.end_step(step)
+    gathered = as_gathered(meter.stop())
+    report = build_report(gathered, cfg, "fp32", np.random.default_rng(0))
+    measured = report["measured"]
+    assert measured["gpus"] == 1 and measured["energy_gpu_kwh"] == pytest.approx(144 / 3.6e6)
+    assert measured["gpu_hours"] == pytest.approx(gathered["totals"]["wall_s"] / 3600)
+    assert measured["money"] == pytest.approx(
+        measured["gpu_hours"] * cfg.price_per_gpu_hour + measured["energy_kwh"] * cfg.price_per_kwh
+    )
+    assert report["forecast"]["energy_kwh"] is not None  # measured power carries into forecast
+    paths = write_report(tmp_path, report, gathered["ranks"])
+    pixels = matplotlib.image.imread(tmp_path / "power.png")[..., :3]
+    line_blue = (abs(pixels - np.array([0.12, 0.47, 0.71])) < 0.08).all(axis=-1)
+    assert line_blue.sum() > 50  # the power curve is drawn (the no-GPU placeholder is text only)
+    assert "energy from counter" in paths[1].read_text()
