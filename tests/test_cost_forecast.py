@@ -69,14 +69,16 @@ def test_block_means_weight_by_their_counts():
         bootstrap_mean(StepSample((), (), 1), np.random.default_rng(0))
 
 
-def _toy_factory(clips: int):
+def _toy_factory(clips: int, channels: int = 16, size: int = 48):
     """A small real training step: conv net, loss, backward, Adam."""
     gen = torch.Generator().manual_seed(clips)
     net = torch.nn.Sequential(
-        torch.nn.Conv2d(3, 16, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(16, 3, 3, padding=1)
+        torch.nn.Conv2d(3, channels, 3, padding=1),
+        torch.nn.ReLU(),
+        torch.nn.Conv2d(channels, 3, 3, padding=1),
     )
     optimiser = torch.optim.Adam(net.parameters(), lr=1e-3)
-    batch = torch.randn(clips, 3, 48, 48, generator=gen)
+    batch = torch.randn(clips, 3, size, size, generator=gen)
 
     def step() -> None:
         optimiser.zero_grad()
@@ -87,9 +89,18 @@ def _toy_factory(clips: int):
     return step
 
 
-def test_forecast_from_first_steps_matches_longer_cpu_run(caplog):
+@pytest.fixture
+def one_thread():
+    """One intra-op thread: on a shared 2-core machine, OpenMP spinning dominates otherwise."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_forecast_from_first_steps_matches_longer_cpu_run(one_thread):
     """Forecast the whole run from its first 10 measured steps; compare with what it took."""
-    step_fn = _toy_factory(2)
+    step_fn = _toy_factory(2, channels=32, size=64)
     meter = CostMeter(CostParams(warmup_steps=2), torch.device("cpu"), clips_per_step=2)
     meter.start()
     times = []
@@ -104,7 +115,8 @@ def test_forecast_from_first_steps_matches_longer_cpu_run(caplog):
     actual_h = sum(measured) / 3600
     error = result["wall_h"]["mean"] / actual_h - 1
     logging.getLogger(__name__).info("forecast error on CPU: %+.1f %%", 100 * error)
-    # Shared 2-core CI: noisy, so the bound is loose; the benchmark reports the real figure.
+    # Shared CI cores make this noisy (-26 % to +12 % seen on 2 loaded cores); the bound still
+    # catches arithmetic or weighting mistakes, which are off by whole factors.
     assert abs(error) < 0.5
 
 

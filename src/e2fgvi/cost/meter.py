@@ -153,7 +153,9 @@ class CostMeter:
             visible = os.environ.get("CUDA_VISIBLE_DEVICES")
         uuid = None
         if self.device.type == "cuda":
-            uuid = f"GPU-{torch.cuda.get_device_properties(self.device).uuid}"
+            # torch prints the CUDA UUID without NVML's "GPU-" prefix; MIG UUIDs will not match.
+            raw = getattr(torch.cuda.get_device_properties(self.device), "uuid", None)
+            uuid = f"GPU-{raw}" if raw is not None else None
         try:
             nvml = nvml_layer.load_nvml(module)
             handle = nvml_layer.resolve_handle(nvml, index, visible, uuid)
@@ -309,7 +311,10 @@ class CostMeter:
         }
 
     def gather(self, record: dict[str, Any]) -> dict[str, Any] | None:
-        """Under torch.distributed: rank 0 gets one merged record, other ranks None."""
+        """Under torch.distributed: rank 0 gets one merged record, other ranks None.
+
+        Every rank must call it (a collective); with NCCL, ``torch.cuda.set_device`` first.
+        """
         dist = torch.distributed
         if not (dist.is_available() and dist.is_initialized()):
             return record

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import json
 import logging
 from collections.abc import Callable
 from pathlib import Path
@@ -204,6 +205,8 @@ def run(args: argparse.Namespace) -> int:
             artifact_root=args.mlruns,
         )
         log_report(logger, report, artifacts, kind="profile")
+        if not artifacts:
+            logger.log_text(json.dumps(report, indent=2), "cost/profile.json")
         logger.log_metrics({"cost/forecast_max_clips_per_gpu": memory["max_clips_per_gpu"]})
         logger.end()
         logger.close()
