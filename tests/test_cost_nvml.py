@@ -226,3 +226,12 @@ def test_report_of_a_fake_gpu_run(nvml, tmp_path):
     line_blue = (abs(pixels - np.array([0.12, 0.47, 0.71])) < 0.08).all(axis=-1)
     assert line_blue.sum() > 50  # the power curve is drawn (the no-GPU placeholder is text only)
     assert "energy from counter" in paths[1].read_text()
+
+
+def test_meter_keeps_running_when_the_gpu_cannot_be_mapped(nvml):
+    cfg = CostParams(warmup_steps=0)
+    meter = CostMeter(cfg, torch.device("cpu"), 1, nvml=nvml, nvml_device=7, visible_devices=None)
+    meter.start()  # NVML has 4 GPUs: index 7 raises NVMLError inside NVML itself
+    meter.end_step(0)
+    record = meter.stop()
+    assert record["gpu"] is None and record["gpu_note"] == "Invalid Argument"

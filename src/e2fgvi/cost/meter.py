@@ -108,7 +108,8 @@ class CostMeter:
         self.synchronise = self.device.type == "cuda"
         if nvml_device is None and self.device.type == "cuda":
             nvml_device = self.device.index if self.device.index is not None else 0
-        self._nvml_args = (nvml, nvml_device, visible_devices, powercap_root)
+        self._nvml_module, self._nvml_device = nvml, nvml_device
+        self._visible, self._powercap_root = visible_devices, powercap_root
         self.conditions: dict[str, Any] = {}
         self.flops_per_step: float | None = None
         self.overhead_main_s = 0.0
@@ -136,7 +137,7 @@ class CostMeter:
         if self.synchronise:
             torch.cuda.reset_peak_memory_stats(self.device)
         self._gpu, self._gpu_note = self._open_gpu()
-        self._rapl, self._rapl_note = open_rapl(self._nvml_args[3])
+        self._rapl, self._rapl_note = open_rapl(self._powercap_root)
         if self._rapl is None:
             _say_once(f"CPU energy not measured: {self._rapl_note}")
         probes = [p for p in (self._gpu, self._rapl) if p is not None]
@@ -146,9 +147,11 @@ class CostMeter:
         self._t_start = self._last_end = time.perf_counter()
 
     def _open_gpu(self) -> tuple[nvml_layer.GpuProbe | None, str]:
-        module, index, visible, _ = self._nvml_args
+        index, visible = self._nvml_device, self._visible
         if index is None:
-            return None, f"no CUDA device ({self.device.type}): GPU figures are null"
+            note = f"no CUDA device ({self.device.type}): GPU figures are null"
+            _say_once(note)
+            return None, note
         if visible is None:
             visible = os.environ.get("CUDA_VISIBLE_DEVICES")
         uuid = None
@@ -157,12 +160,19 @@ class CostMeter:
             raw = getattr(torch.cuda.get_device_properties(self.device), "uuid", None)
             uuid = f"GPU-{raw}" if raw is not None else None
         try:
-            nvml = nvml_layer.load_nvml(module)
+            nvml = nvml_layer.load_nvml(self._nvml_module)
+        except nvml_layer.NvmlUnavailableError as exc:
+            return None, self._gpu_off(str(exc))
+        try:
             handle = nvml_layer.resolve_handle(nvml, index, visible, uuid)
             return nvml_layer.GpuProbe(nvml, handle), "ok"
-        except nvml_layer.NvmlUnavailableError as exc:
-            _say_once(f"GPU sampling off: {exc}; GPU power, energy and utilisation are null")
-            return None, str(exc)
+        except (nvml_layer.NvmlUnavailableError, nvml.NVMLError) as exc:
+            return None, self._gpu_off(str(exc) or type(exc).__name__)
+
+    @staticmethod
+    def _gpu_off(reason: str) -> str:
+        _say_once(f"GPU sampling off: {reason}; GPU power, energy and utilisation are null")
+        return reason
 
     def data_wait(self) -> _Span:
         """Context around fetching the batch."""
