@@ -191,3 +191,19 @@ def test_memory_probe_finds_a_fit_on_gpu():
 
     result = probe_memory(factory, device, 4)
     assert result["max_clips_per_gpu"] == 4 and all(p["fits"] for p in result["probed"])
+
+
+def test_run_shorter_than_warmup_has_no_forecast_but_a_reason():
+    from e2fgvi.cost.record import as_gathered
+    from e2fgvi.cost.summary import build_report
+
+    meter = CostMeter(CostParams(warmup_steps=5), torch.device("cpu"), 1)
+    meter.start()
+    for step in range(3):
+        meter.end_step(step)
+    report = build_report(as_gathered(meter.stop()), CostParams(), "fp32", np.random.default_rng(0))
+    assert report["forecast"] is None
+    assert report["forecast_note"] == "no measured steps (all 3 steps were warm-up)"
+    assert report["measured"]["step_time_median_s"] is None
+    assert any("FLOPs per step not recorded" in n for n in report["notes"])
+    assert any("no cost.peak_tflops entry (fp32) matches ['cpu']" in n for n in report["notes"])

@@ -121,6 +121,8 @@ def _notes(ranks: list[dict[str, Any]]) -> list[str]:
             )
     for note in sorted({r["cpu"]["energy_note"] for r in ranks}):
         notes.append(f"CPU energy (RAPL): {note}")
+    if any(r["flops_per_step"] is None for r in ranks):
+        notes.append("MFU null: FLOPs per step not recorded (trainer: meter.set_flops_per_step)")
     first = ranks[0]
     notes.append(
         f"step statistics exclude {first['steps']['warmup']} warm-up step(s) per rank; "
@@ -141,10 +143,17 @@ def build_report(
     else:
         sample = StepSample.from_rank(slowest)
         forecast_result = forecast(sample, cfg, rng, gpu_power_w(gathered["totals"]))
+    measured = summarise(gathered, cfg, precision)
+    unknown = [
+        n for n in measured["device_names"] if peak_flops(cfg.peak_tflops, n, precision) is None
+    ]
+    notes = _notes(ranks)
+    if unknown:
+        notes.append(f"MFU null: no cost.peak_tflops entry ({precision}) matches {unknown}")
     return {
-        "measured": summarise(gathered, cfg, precision),
+        "measured": measured,
         "forecast": forecast_result,
         "forecast_note": note,
         "conditions": ranks[0]["conditions"],
-        "notes": _notes(ranks),
+        "notes": notes,
     }
