@@ -24,6 +24,8 @@ _LEVELS = 6
 def flow_warp(x: Tensor, flow: Tensor, padding_mode: str = "zeros") -> Tensor:
     """Sample ``x`` (n, c, h, w) at pixel grid + ``flow`` (n, 2, h, w); bilinear, align_corners."""
     _, _, h, w = x.shape
+    # The sampling grid is built in fp32 even under autocast: bf16 cannot address 432 columns.
+    flow = flow.float()
     rows = torch.arange(h, device=x.device, dtype=flow.dtype)
     cols = torch.arange(w, device=x.device, dtype=flow.dtype)
     grid_y, grid_x = torch.meshgrid(rows, cols, indexing="ij")
@@ -32,7 +34,9 @@ def flow_warp(x: Tensor, flow: Tensor, padding_mode: str = "zeros") -> Tensor:
     sample_y = grid_y + flow[:, 1]
     sample_x = 2.0 * sample_x / max(w - 1, 1) - 1.0
     sample_y = 2.0 * sample_y / max(h - 1, 1) - 1.0
-    grid = torch.stack((sample_x, sample_y), dim=3).to(x.dtype)  # (n, h, w, 2)
+    grid = torch.stack((sample_x, sample_y), dim=3)  # (n, h, w, 2)
+    if not torch.is_autocast_enabled(x.device.type):  # autocast runs grid_sample in fp32 itself
+        grid = grid.to(x.dtype)
     return F.grid_sample(x, grid, mode="bilinear", padding_mode=padding_mode, align_corners=True)
 
 
@@ -117,9 +121,9 @@ class SPyNet(nn.Module):
         flow = F.interpolate(
             self.compute_flow(ref, supp), size=(h, w), mode="bilinear", align_corners=False
         )
-        # Flow is in pixels of the resized image: rescale u by w/w_up and v by h/h_up.
-        scale = flow.new_tensor([w / w_up, h / h_up]).view(1, 2, 1, 1)
-        return flow * scale
+        # Flow is in pixels of the resized image: rescale u by w/w_up and v by h/h_up
+        # (Python scalars: no host-to-device copy inside the forward).
+        return torch.stack([flow[:, 0] * (w / w_up), flow[:, 1] * (h / h_up)], dim=1)
 
 
 def quarter_resolution(frames: Tensor) -> Tensor:
