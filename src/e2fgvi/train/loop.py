@@ -22,6 +22,7 @@ from tqdm import tqdm
 
 from e2fgvi.atomic import atomic_open, write_json
 from e2fgvi.config import Params, params_hash
+from e2fgvi.cost.flops import measure_step_flops
 from e2fgvi.cost.meter import CostMeter
 from e2fgvi.data.dataset import StepSampler, TrainClips
 from e2fgvi.train import losses, precision, provenance
@@ -124,6 +125,17 @@ def train_step(nets: netlib.Nets, clips: Clips, params: Params, world: World) ->
     return StepResult(values, out.comp.detach(), skipped)
 
 
+def _counted_step(
+    nets: netlib.Nets, clips: Clips, params: Params, world: World, meter: CostMeter
+) -> StepResult:
+    """A real training step under the FLOP counter (for MFU in the cost report)."""
+    box: list[StepResult] = []
+    meter.set_flops_per_step(
+        measure_step_flops(lambda: box.append(train_step(nets, clips, params, world)))
+    )
+    return box[0]
+
+
 def _to_device(batch: list[Tensor], params: Params, world: World) -> Clips:
     frames, masks = (t.to(world.device, non_blocking=True) for t in batch)
     return Clips(frames, masks, params.train.num_local_frames)
@@ -200,6 +212,7 @@ def _train(params: Params, paths: TrainPaths, world: World) -> dict[str, Any] | 
     start, meta = netlib.resume(nets, folder)
     session = _open_session(params, paths, world, start, meta)
     meter = CostMeter(params.cost, world.device, per_rank_batch(cfg.batch_size, world))
+    meter.set_conditions(**precision.speed_tags(cfg, world.device))
     batches = iter(make_loader(params, paths, world, start))
     averager, step_times = Averager(), []
     skipped = session.meta.get("skipped_updates", 0)
@@ -216,7 +229,10 @@ def _train(params: Params, paths: TrainPaths, world: World) -> dict[str, Any] | 
         with meter.data_wait():
             clips = _to_device(next(batches), params, world)
         with meter.compute():
-            result = train_step(nets, clips, params, world)
+            if step == start + 1:  # a warm-up step: counting FLOPs slows it down
+                result = _counted_step(nets, clips, params, world, meter)
+            else:
+                result = train_step(nets, clips, params, world)
         timing = meter.end_step(step)
         if not timing.warmup:
             step_times.append(timing.total_s)
@@ -283,14 +299,7 @@ def _finish(
     run_dir = paths.run_dir
     _write_generator(nets, run_dir / "generator.pth")
     write_json(run_dir / "cost_raw.json", record)
-    write_json(
-        run_dir / "params_used.json",
-        {
-            "params": params.model_dump(),
-            "speed": precision.speed_tags(params.train, next(nets.generator.parameters()).device),
-            "resume_key": session.meta["resume_key"],
-        },
-    )
+    write_json(run_dir / "params_used.json", params.model_dump())
     session.run.log_artifact(session.history.path, "history")
     session.run.end()
     session.run.close()
