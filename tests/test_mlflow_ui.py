@@ -10,15 +10,11 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
-import socket
 import subprocess
-import sys
-import time
-import urllib.request
 from html.parser import HTMLParser
 from pathlib import Path
 
+import mlflow_server
 import pytest
 
 from e2fgvi.tracking import RunLogger, experiment_id
@@ -50,12 +46,6 @@ def _chromium() -> str:
     if os.environ.get("CI") == "true":
         pytest.fail(f"{reason}; .ci/run installs it before make test")
     pytest.skip(reason)
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class _Rows(HTMLParser):
@@ -118,36 +108,6 @@ def _logged_run(store: Path) -> tuple[str, str, str]:
     return uri, experiment_id(uri, "ui-check"), logger.run_id
 
 
-def _wait_healthy(url: str, server: subprocess.Popen, log: Path, limit_s: float = 120) -> float:
-    start = time.monotonic()
-    while time.monotonic() - start < limit_s:
-        if server.poll() is not None:
-            pytest.fail(f"mlflow server exited ({server.returncode}):\n{log.read_text()[-2000:]}")
-        try:
-            with urllib.request.urlopen(f"{url}/health", timeout=2) as reply:
-                if reply.status == 200:
-                    return time.monotonic() - start
-        except OSError:
-            time.sleep(0.5)
-    pytest.fail(f"mlflow server not healthy after {limit_s} s:\n{log.read_text()[-2000:]}")
-
-
-def _stop(server: subprocess.Popen) -> None:
-    """SIGTERM the server's own process group and wait until every member has exited."""
-    try:
-        os.killpg(server.pid, signal.SIGTERM)
-        server.wait(timeout=30)
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            os.killpg(server.pid, 0)  # raises once the whole group is gone
-            time.sleep(0.3)
-        os.killpg(server.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        return
-    except subprocess.TimeoutExpired:
-        os.killpg(server.pid, signal.SIGKILL)
-
-
 def _browse(chromium: str, url: str, profile: Path, *action: str) -> subprocess.CompletedProcess:
     command = [chromium, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", *action, url]
     return subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
@@ -156,26 +116,15 @@ def _browse(chromium: str, url: str, profile: Path, *action: str) -> subprocess.
 def test_run_page_renders_cost_metrics(tmp_path, repo_root, capsys):
     chromium = _chromium()
     uri, exp_id, run_id = _logged_run(tmp_path)
-    port, log = _free_port(), tmp_path / "server.log"
-    command = [str(Path(sys.executable).parent / "mlflow"), "server", "--backend-store-uri", uri,
-               "--default-artifact-root", str(tmp_path / "artifacts"), "--host", "127.0.0.1",
-               "--port", str(port), "--workers", "1"]  # fmt: skip
-    # The GenAI job runner (7 huey consumers) is not needed to show runs; on 2 cores it doubles
-    # start-up and shutdown time.
-    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-    with log.open("w") as out:
-        server = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env,
-                                  start_new_session=True)  # fmt: skip
+    server = mlflow_server.start(uri, tmp_path / "artifacts", tmp_path / "server.log")
     try:
-        base = f"http://127.0.0.1:{port}"
-        waited = _wait_healthy(base, server, log)
-        page = f"{base}/#/experiments/{exp_id}/runs/{run_id}"
+        page = f"{server.url}/#/experiments/{exp_id}/runs/{run_id}"
         dom = _browse(chromium, page, tmp_path / "profile-dom", "--dump-dom")
         shot = repo_root / "reports" / "ui" / "mlflow_run.png"
         shot.parent.mkdir(parents=True, exist_ok=True)
         picture = _browse(chromium, page, tmp_path / "profile-shot", f"--screenshot={shot}")
     finally:
-        _stop(server)
+        mlflow_server.stop(server.process)
     assert dom.returncode == 0, dom.stderr[-2000:]
     assert RUN_NAME in dom.stdout
     parser = _Rows()
@@ -185,4 +134,6 @@ def test_run_page_renders_cost_metrics(tmp_path, repo_root, capsys):
         assert cells.get(name) == str(value), f"{name} not rendered as {value}: {cells}"
     assert picture.returncode == 0 and shot.stat().st_size > 10_000, picture.stderr[-2000:]
     with capsys.disabled():
-        print(f"\nMLflow UI: healthy after {waited:.1f} s; screenshot of the run page: {shot}")
+        print(
+            f"\nMLflow UI: healthy after {server.waited_s:.1f} s; run page screenshot: {shot}"
+        )
