@@ -30,3 +30,33 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def sample_dataset(tmp_path_factory, params) -> Path:
+    """The embedded sample, built and prepared as the download and prepare stages do."""
+    from e2fgvi.data.prepare import prepare_dataset
+    from e2fgvi.data.sample import build_sample
+
+    root = tmp_path_factory.mktemp("sample")
+    build_sample(root / "raw", params.data.sample)
+    prepare_dataset(root / "raw", root / "youtube-vos", params.prepare)
+    return root / "youtube-vos"
+
+
+def write_params(folder: Path, **overrides) -> Path:
+    """The repository's params.yaml with dotted-key overrides (``train__lr=...``) in ``folder``."""
+    import yaml
+
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    for dotted, value in overrides.items():
+        *parents, leaf = dotted.split("__")
+        node = raw
+        for part in parents:
+            node = node[part]
+        assert leaf in node, f"no such param {dotted}"
+        node[leaf] = value
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "params.yaml"
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return path

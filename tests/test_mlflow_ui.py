@@ -134,6 +134,4 @@ def test_run_page_renders_cost_metrics(tmp_path, repo_root, capsys):
         assert cells.get(name) == str(value), f"{name} not rendered as {value}: {cells}"
     assert picture.returncode == 0 and shot.stat().st_size > 10_000, picture.stderr[-2000:]
     with capsys.disabled():
-        print(
-            f"\nMLflow UI: healthy after {server.waited_s:.1f} s; run page screenshot: {shot}"
-        )
+        print(f"\nMLflow UI: healthy after {server.waited_s:.1f} s; run page screenshot: {shot}")

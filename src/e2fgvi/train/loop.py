@@ -102,23 +102,25 @@ def train_step(nets: netlib.Nets, clips: Clips, params: Params, world: World) ->
     values: dict[str, Tensor] = {}
     skipped, critic = 0, None
     if nets.discriminator is not None:
-        d = discriminator_step(nets.discriminator, clips, out, nets.dis_scaler, amp)
+        d = discriminator_step(nets.discriminator, clips, out, amp)
         ok = _finite(d["loss"], world)
         skipped += not ok
         values["grad_norm/discriminator"] = apply_update(
-            nets.dis_optimizer, nets.dis_scaler, nets.discriminator, ok
+            nets.dis_optimizer, nets.dis_scaler, nets.discriminator, d["loss"], ok
         )
+        d["loss"] = d["loss"].detach()
         nets.dis_schedule.step()
         values |= {f"loss/discriminator_{k}": v for k, v in d.items() if k != "loss"}
         values["loss/discriminator"] = d["loss"]
         critic = netlib.unwrap(nets.discriminator)
     with netlib.frozen(critic) if critic is not None else contextlib.nullcontext():
-        g = generator_step(critic, clips, out, teacher, params.loss, nets.gen_scaler, amp)
-    ok = _finite(g["loss"], world)
-    skipped += not ok
-    values["grad_norm/generator"] = apply_update(
-        nets.gen_optimizer, nets.gen_scaler, nets.generator, ok
-    )
+        g = generator_step(critic, clips, out, teacher, params.loss, amp)
+        ok = _finite(g["loss"], world)
+        skipped += not ok
+        values["grad_norm/generator"] = apply_update(
+            nets.gen_optimizer, nets.gen_scaler, nets.generator, g["loss"], ok
+        )
+    g["loss"] = g["loss"].detach()
     nets.gen_schedule.step()
     values |= {f"loss/{k}": v for k, v in g.items() if k != "loss"}
     values["loss/generator"] = g["loss"]

@@ -1,7 +1,9 @@
 """One training iteration in the official order (reference §4): G forward, D update, G update.
 
-Each step function computes its losses and gradients; ``apply_update`` then steps the optimizer
-only when the loss was finite on every rank (the non-finite guard decides, not the step).
+The loss functions only run forwards; ``apply_update`` then back-propagates and steps only when
+the loss was finite on every rank. Back-propagating a NaN is not merely useless: PyTorch's CPU
+backward kernels of ``grid_sample`` (border padding) and ``deform_conv2d`` crash the process on
+NaN sampling coordinates, which is how a diverging flow branch (issue #38) would end a run.
 """
 
 from __future__ import annotations
@@ -50,18 +52,16 @@ def discriminator_step(
     discriminator: nn.Module,
     clips: Clips,
     out: Forward,
-    scaler: torch.amp.GradScaler,
     autocast: Callable[[], Any],
 ) -> dict[str, Tensor]:
-    """Hinge loss on real clips vs detached composites; gradients only (no optimizer step)."""
+    """Hinge loss on real clips vs detached composites (``loss`` keeps its graph)."""
     with autocast():
         real = discriminator(clips.frames)
         fake = discriminator(out.comp.detach())
     d_real = torch.relu(1 - real.float()).mean()
     d_fake = torch.relu(1 + fake.float()).mean()
     loss = losses.discriminator_hinge_loss(real.float(), fake.float())
-    scaler.scale(loss).backward()
-    return {"loss": loss.detach(), "real": d_real.detach(), "fake": d_fake.detach()}
+    return {"loss": loss, "real": d_real.detach(), "fake": d_fake.detach()}
 
 
 def generator_step(
@@ -70,7 +70,6 @@ def generator_step(
     out: Forward,
     teacher_flows: tuple[Tensor, Tensor],
     weights: LossParams,
-    scaler: torch.amp.GradScaler,
     autocast: Callable[[], Any],
 ) -> dict[str, Tensor]:
     """Weighted sum of hole, valid, flow and (with D, just updated) adversarial losses."""
@@ -85,8 +84,7 @@ def generator_step(
         adversarial = losses.generator_adversarial_loss(fake.float())
         terms["adversarial"] = weights.adversarial_weight * adversarial
     total = torch.stack(list(terms.values())).sum()
-    scaler.scale(total).backward()
-    return {"loss": total.detach(), **{k: v.detach() for k, v in terms.items()}}
+    return {"loss": total, **{k: v.detach() for k, v in terms.items()}}
 
 
 def grad_norm(module: nn.Module) -> Tensor:
@@ -101,10 +99,12 @@ def apply_update(
     optimizer: torch.optim.Optimizer,
     scaler: torch.amp.GradScaler,
     module: nn.Module,
+    loss: Tensor,
     finite: bool,
 ) -> Tensor:
-    """Step when ``finite``, else drop the gradients; returns the unscaled gradient norm."""
+    """Back-propagate and step when ``finite``, else skip both; returns the gradient norm."""
     if finite:
+        scaler.scale(loss).backward()
         scaler.unscale_(optimizer)
         norm = grad_norm(module)
         scaler.step(optimizer)

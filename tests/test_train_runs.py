@@ -1,0 +1,196 @@
+"""The train stage as a user runs it: checkpoints, exact resume after SIGKILL, DDP, MLflow.
+
+Every run here is the real E2FGVI-HQ at the sample size (60x108) with 2 local + 1 reference
+frames, so a step takes seconds on 2 CPU cores.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import mlflow_server
+import pytest
+import torch
+from conftest import ROOT, write_params
+
+from e2fgvi import tracking
+from e2fgvi.model import InpaintGenerator, load_generator_state
+
+pytestmark = pytest.mark.slow
+
+TINY = {
+    "train__num_local_frames": 2,
+    "train__num_ref_frames": 1,
+    "train__log_every": 1,
+    "train__image_every": 2,
+    "train__checkpoint_every": 2,
+    "train__deterministic": True,
+    "cost__warmup_steps": 1,
+    "tracking__experiment": "test-train",
+    "tracking__retry_interval_s": 0.0,
+}
+LOSSES = ("loss/hole", "loss/valid", "loss/flow", "loss/adversarial", "loss/discriminator")
+
+
+def _command(data: Path) -> list[str]:
+    return [sys.executable, "-m", "e2fgvi.stages.train", "--data", str(data),
+            "--pretrained", "pretrained", "--out", "run", "--mlruns", "mlruns",
+            "--metrics", "train.json", "--plots", "train_loss.csv"]  # fmt: skip
+
+
+def _env(**extra: str) -> dict[str, str]:
+    path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "PATH": path, **extra}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    return {**env, **extra}
+
+
+def _train(folder: Path, data: Path, env: dict | None = None, **overrides) -> subprocess.Popen:
+    write_params(folder, **{**TINY, **overrides})
+    log = (folder / "stage.log").open("a")
+    return subprocess.Popen(_command(data), cwd=folder, env=env or _env(), stdout=log,
+                            stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+
+
+def _finish(process: subprocess.Popen, folder: Path, timeout: float = 600) -> None:
+    code = process.wait(timeout=timeout)
+    assert code == 0, (folder / "stage.log").read_text()[-3000:]
+
+
+def _history(folder: Path) -> list[dict[str, str]]:
+    found = list((folder / "run" / "checkpoints").glob("*/history.csv"))
+    if not found:
+        return []
+    with found[0].open(newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def _wait_rows(folder: Path, rows: int, process: subprocess.Popen, limit_s: float = 600) -> None:
+    deadline = time.monotonic() + limit_s
+    while len(_history(folder)) < rows:
+        assert process.poll() is None, (folder / "stage.log").read_text()[-3000:]
+        assert time.monotonic() < deadline, "training made no progress"
+        time.sleep(0.2)
+
+
+def _losses(rows: list[dict[str, str]]) -> list[tuple[str, ...]]:
+    return [(row["step"], *(row[key] for key in LOSSES)) for row in rows]
+
+
+@pytest.fixture(scope="module")
+def full_run(tmp_path_factory, sample_dataset) -> Path:
+    """An uninterrupted 5-iteration run (the reference for resume and DDP)."""
+    folder = tmp_path_factory.mktemp("full")
+    _finish(_train(folder, sample_dataset, train__iterations=5), folder)
+    return folder
+
+
+def test_stage_outputs_weights_metrics_and_the_mlflow_run(full_run):
+    state = load_generator_state(full_run / "run" / "generator.pth", "e2fgvi_hq")
+    InpaintGenerator("e2fgvi_hq").load_state_dict(state, strict=True)
+    checkpoints = sorted(p.name for p in (full_run / "run" / "checkpoints").glob("*/ckpt_*.pth"))
+    assert checkpoints == ["ckpt_0000004.pth", "ckpt_0000005.pth"]  # every 2, the end, keep 2
+    figures = json.loads((full_run / "train.json").read_text())
+    assert figures["iterations"] == 5 and figures["measured_steps"] == 4
+    assert figures["clips_per_s"] > 0 and figures["skipped_updates"] == 0
+    assert [r["step"] for r in csv.DictReader((full_run / "train_loss.csv").open())] == list(
+        "12345"
+    )
+    record = json.loads((full_run / "run" / "cost_raw.json").read_text())
+    assert record["flops_per_step"] > 1e9 and record["clips_per_step"] == 1
+    ref = json.loads((full_run / "run" / "mlflow_run.json").read_text())
+    assert ref["run_id"] and ref["spool"] is None
+    run = tracking.search_runs(ref["uri"], ["test-train"])[0]
+    assert run.run_id == ref["run_id"] and run.status == "FINISHED"
+    assert run.params["train.iterations"] == "5" and run.params["model.variant"] == "e2fgvi_hq"
+    for tag in ("git.commit", "torch", "device.name", "speed.amp", "speed.tf32", "resume_key"):
+        assert tag in run.tags, tag
+    history = tracking.metric_history(ref["uri"], run.run_id, "loss/hole")
+    assert [step for step, _ in history] == [1, 2, 3, 4, 5]
+    rows = _history(full_run)
+    assert [value for _, value in history] == pytest.approx([float(r["loss/hole"]) for r in rows])
+    artifacts = tracking.list_artifacts(ref["uri"], run.run_id)
+    assert {"checkpoints", "samples", "history"} <= set(artifacts)
+    assert tracking.list_artifacts(ref["uri"], run.run_id, "checkpoints") == [
+        "checkpoints/latest.pth"
+    ]
+
+
+def test_sigkill_at_a_random_step_then_rerun_reproduces_the_losses(full_run, tmp_path,
+                                                                    sample_dataset):  # fmt: skip
+    kill_after = random.Random().randint(3, 4)  # a checkpoint (step 2) exists by then
+    process = _train(tmp_path, sample_dataset, train__iterations=5)
+    _wait_rows(tmp_path, kill_after, process)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    assert not (tmp_path / "run" / "generator.pth").exists()
+    _finish(_train(tmp_path, sample_dataset, train__iterations=5), tmp_path)
+    log = (tmp_path / "stage.log").read_text()
+    assert "resuming from" in log, log[-2000:]
+    assert _losses(_history(tmp_path)) == _losses(_history(full_run)), f"killed after {kill_after}"
+    first = json.loads((tmp_path / "run" / "mlflow_run.json").read_text())["run_id"]
+    runs = tracking.search_runs(tracking.tracking_uri(tmp_path / "mlruns"), ["test-train"])
+    assert [r.run_id for r in runs] == [first], "the resumed session continues the same run"
+    assert runs[0].tags.get("resumed_from") in {"2", "4"}
+
+
+def test_ddp_with_two_gloo_processes_shards_the_global_batch(full_run, tmp_path, sample_dataset):
+    process = _train(tmp_path, sample_dataset, train__iterations=2, train__batch_size=2,
+                     train__nproc_per_node=2, train__checkpoint_every=2)  # fmt: skip
+    _finish(process, tmp_path)
+    log = (tmp_path / "stage.log").read_text()
+    assert "torchrun" in log and "DDP: rank 0/2" in log
+    ref = json.loads((tmp_path / "run" / "mlflow_run.json").read_text())
+    run = tracking.search_runs(ref["uri"], ["test-train"])[0]
+    assert run.tags["world_size"] == "2"
+    record = json.loads((tmp_path / "run" / "cost_raw.json").read_text())
+    assert record["kind"] == "gathered" and record["world_size"] == 2
+    assert [r["rank"] for r in record["ranks"]] == [0, 1]
+    assert all(r["clips_per_step"] == 1 for r in record["ranks"])
+    # Rank 0 draws global sample 0 at step 1 and both ranks start from the seeded weights, so
+    # every loss computed before the first update equals the single-process run's.
+    before_update = ("loss/hole", "loss/valid", "loss/flow", "loss/discriminator")
+    ddp, single = _history(tmp_path)[0], _history(full_run)[0]
+    for key in before_update:
+        assert float(ddp[key]) == pytest.approx(float(single[key]), rel=1e-5), key
+
+
+def test_mlflow_server_going_away_mid_run_loses_nothing(tmp_path, sample_dataset):
+    store = tmp_path / "store"
+    store.mkdir()
+    uri = f"sqlite:///{store / 'mlflow.db'}"
+    server = mlflow_server.start(uri, store / "artifacts", tmp_path / "server.log")
+    try:
+        env = _env(MLFLOW_TRACKING_URI=server.url)
+        process = _train(tmp_path / "job", sample_dataset, env=env, train__iterations=4)
+        _wait_rows(tmp_path / "job", 1, process)
+    finally:
+        mlflow_server.stop(server.process)
+    _finish(process, tmp_path / "job")
+    log = (tmp_path / "job" / "stage.log").read_text()
+    assert log.count("unreachable (") == 1, "the outage is reported once"
+    ref = json.loads((tmp_path / "job" / "run" / "mlflow_run.json").read_text())
+    assert ref["run_id"] and ref["spool"], ref
+    port = int(server.url.rsplit(":", 1)[1])
+    server = mlflow_server.start(uri, store / "artifacts", tmp_path / "server2.log", port=port)
+    try:
+        logger = tracking.attach(server.url, ref["run_id"], Path(ref["spool"]))
+        assert logger.run_id == ref["run_id"] and not Path(ref["spool"]).exists()
+        history = tracking.metric_history(server.url, ref["run_id"], "loss/generator")
+        artifacts = tracking.list_artifacts(server.url, ref["run_id"])
+        status = tracking.search_runs(server.url, ["test-train"])[0].status
+    finally:
+        mlflow_server.stop(server.process)
+    rows = _history(tmp_path / "job")
+    assert [step for step, _ in history] == [1, 2, 3, 4]
+    assert [v for _, v in history] == pytest.approx([float(r["loss/generator"]) for r in rows])
+    assert "checkpoints" in artifacts and status == "FINISHED"
+    assert torch.load(tmp_path / "job" / "run" / "generator.pth", weights_only=True)
