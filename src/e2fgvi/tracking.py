@@ -48,11 +48,16 @@ def _client(uri: str):
     return MlflowClient(tracking_uri=uri)
 
 
-def _experiment_id(client, name: str, artifact_root: Path | None) -> str:
+def _experiment_id(client, name: str, artifact_root: Path | None, uri: str) -> str:
     experiment = client.get_experiment_by_name(name)
     if experiment is not None:
         return experiment.experiment_id
-    location = (artifact_root.resolve() / name).as_uri() if artifact_root else None
+    # A local artifact folder only makes sense beside a local store; a tracking server keeps
+    # (or proxies) the artifacts of the experiments it creates.
+    remote = uri.startswith(("http://", "https://", "databricks"))
+    location = (
+        None if remote or artifact_root is None else (artifact_root.resolve() / name).as_uri()
+    )
     return client.create_experiment(name, artifact_location=location)
 
 
@@ -194,7 +199,7 @@ class RunLogger:
             base = self.spool.parent if self.spool else None
             if base is not None:
                 base.mkdir(parents=True, exist_ok=True)
-            self._stash = Path(tempfile.mkdtemp(prefix="mlflow-stash-", dir=base))
+            self._stash = Path(tempfile.mkdtemp(prefix="mlflow-stash-", dir=base)).resolve()
         return self._stash
 
     def _keep(self, path: Path, name: str | None = None) -> Path:
@@ -211,7 +216,7 @@ class RunLogger:
 
     def _ensure_run(self, client) -> str:
         if self.run_id is None:
-            exp_id = _experiment_id(client, self.experiment, self.artifact_root)
+            exp_id = _experiment_id(client, self.experiment, self.artifact_root, self.uri)
             run = client.create_run(exp_id, run_name=self.run_name or None)
             self.run_id = run.info.run_id
             log.info(

@@ -94,7 +94,11 @@ def open_run(
 def run_record(logger: tracking.RunLogger) -> dict[str, Any]:
     """What later stages need to attach to the run (written to ``mlflow_run.json``)."""
     spool = logger.spool if logger.spool and logger.spool.exists() else None
-    return {"run_id": logger.run_id, "uri": logger.uri, "spool": str(spool) if spool else None}
+    return {
+        "run_id": logger.run_id,
+        "uri": logger.uri,
+        "spool": str(spool.resolve()) if spool else None,
+    }
 
 
 def log_checkpoint(logger: tracking.RunLogger, path: Path, enabled: bool) -> None:
