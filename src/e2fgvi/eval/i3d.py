@@ -86,10 +86,9 @@ class Unit3D(nn.Module):
         x = self.conv3d(same_pad(x, self.kernel, self.stride))
         if self.bn is None:
             return x
-        bn = self.bn
-        use_batch = self.batch_stats or bn.training
-        mean, var = (None, None) if use_batch else (bn.running_mean, bn.running_var)
-        x = F.batch_norm(x, mean, var, bn.weight, bn.bias, use_batch, 0.0, bn.eps)
+        bn = self.bn  # running statistics are never updated: this network is only scored with
+        mean, var = (None, None) if self.batch_stats else (bn.running_mean, bn.running_var)
+        x = F.batch_norm(x, mean, var, bn.weight, bn.bias, self.batch_stats, 0.0, bn.eps)
         return F.relu(x)
 
 
