@@ -35,7 +35,7 @@ def workspace(tmp_path, monkeypatch, repo_root):
     run_file.write_text(json.dumps({"run_id": logger.run_id, "uri": uri, "spool": ""}))
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    monkeypatch.setattr(stage, "load_window_model", lambda *a: _zero_model)
+    monkeypatch.setattr(stage, "load_window_model", lambda *a: (_zero_model, "e2fgvi_hq"))
     return tmp_path, uri, logger.run_id
 
 

@@ -7,6 +7,7 @@ multiples of 60x108, with the output cropped back (reference §3.7).
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from pathlib import Path
 
 import torch
@@ -35,17 +36,51 @@ def as_window_model(generator: torch.nn.Module, variant: str) -> WindowModel:
     return run
 
 
-def load_window_model(checkpoint: Path, variant: str, device: torch.device) -> WindowModel:
-    """Build the generator of ``variant``, load ``checkpoint`` strictly, put it in eval mode."""
+def _state_keys(obj: object) -> set[str]:
+    """Tensor keys of a state_dict, also when it is nested one level (e.g. {"generator": …})."""
+    if not isinstance(obj, Mapping):
+        return set()
+    keys = {k for k, v in obj.items() if isinstance(v, torch.Tensor)}
+    for value in obj.values():
+        keys |= _state_keys(value) if isinstance(value, Mapping) else set()
+    return keys
+
+
+def checkpoint_variant(checkpoint: Path) -> str | None:
+    """Which variant a checkpoint holds: HQ has ``sc.bias_conv.*``, E2FGVI ``sc.bias``."""
+    try:
+        obj = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    except FileNotFoundError as exc:
+        raise UserError(f"{checkpoint}: checkpoint not found; train first or fix the path") from exc
+    except Exception as exc:  # any unreadable file gets the same one-line advice
+        raise UserError(f"{checkpoint}: not a readable PyTorch checkpoint ({exc})") from exc
+    keys = _state_keys(obj)
+    if "sc.bias_conv.weight" in keys:
+        return "e2fgvi_hq"
+    return "e2fgvi" if "sc.bias" in keys else None
+
+
+def load_window_model(
+    checkpoint: Path, variant: str | None, device: torch.device
+) -> tuple[WindowModel, str]:
+    """Build the generator, load ``checkpoint`` strictly, eval mode; ``variant`` None = detect.
+
+    A checkpoint of the other variant, or of no E2FGVI generator at all, is a one-line UserError.
+    """
+    found = checkpoint_variant(checkpoint)
+    if found is None:
+        raise UserError(f"{checkpoint}: not an E2FGVI generator checkpoint (no sc.bias* keys)")
+    if variant is not None and variant != found:
+        raise UserError(
+            f"{checkpoint}: holds an {found} generator, not {variant}; use variant {found}"
+        )
     from e2fgvi.model import InpaintGenerator, load_generator_state
 
-    if not checkpoint.is_file():
-        raise UserError(f"{checkpoint}: checkpoint not found; train first or pass --checkpoint")
-    generator = InpaintGenerator(variant=variant)
-    generator.load_state_dict(load_generator_state(checkpoint, variant), strict=True)
+    generator = InpaintGenerator(variant=found)
+    generator.load_state_dict(load_generator_state(checkpoint, found), strict=True)
     generator.eval().to(device)
-    log.info("generator %s loaded from %s on %s", variant, checkpoint, device)
-    return as_window_model(generator, variant)
+    log.info("generator %s loaded from %s on %s", found, checkpoint, device)
+    return as_window_model(generator, found), found
 
 
 def pick_device(name: str = "auto") -> torch.device:

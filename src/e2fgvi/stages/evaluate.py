@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> None:
         )
     run_info = read_run_file(args.run)  # fail before the long part, not after it
     device = pick_device()
-    model = load_window_model(args.checkpoint, variant, device)
+    model, _ = load_window_model(args.checkpoint, variant, device)
     i3d, note = None, "VFID off (eval.vfid: false)"
     if cfg.vfid and args.pretrained.is_file():
         i3d = load_i3d(args.pretrained, device)
