@@ -43,13 +43,12 @@ def test_every_dvc_param_exists(repo_root):
 def test_every_param_is_read_by_code(repo_root):
     """Each leaf key appears as an attribute access in library code outside config.py."""
     sources = [
-        p.read_text()
-        for p in (repo_root / "src" / "e2fgvi").rglob("*.py")
-        if p.name != "config.py"
+        p.read_text() for p in (repo_root / "src" / "e2fgvi").rglob("*.py") if p.name != "config.py"
     ]
     code = "\n".join(sources)
     unread = [
-        path for path in _leaf_paths(Params)
+        path
+        for path in _leaf_paths(Params)
         if not re.search(rf"\.{re.escape(path.rsplit('.', 1)[-1])}\b", code)
     ]
     assert not unread, f"params never read by code: {unread}"
@@ -71,7 +70,9 @@ def test_pyproject_pins_match_lock(repo_root):
             lock[name.lower().replace("_", "-")] = version.strip()
     for pin in pins:
         name, version = pin.split("==")
-        assert lock.get(name.lower()) == version, f"{name}: pyproject {version}, lock {lock.get(name.lower())}"
+        assert lock.get(name.lower()) == version, (
+            f"{name}: pyproject {version}, lock {lock.get(name.lower())}"
+        )
 
 
 def test_no_deprecated_pynvml_shim(repo_root):

@@ -18,7 +18,10 @@ log = logging.getLogger("e2fgvi")
 
 COMMANDS: dict[str, tuple[str, str]] = {
     "doctor": ("e2fgvi.doctor", "check torch/CUDA/NVML/DVC/MLflow and the pretrained files"),
-    "profile": ("e2fgvi.cost.profile", "measure a few training steps here and forecast the full run"),
+    "profile": (
+        "e2fgvi.cost.profile",
+        "measure a few training steps here and forecast the full run",
+    ),
     "cost": ("e2fgvi.cost.compare", "compare the measured cost of experiments across MLflow runs"),
     "inpaint": ("e2fgvi.eval.inpaint", "remove masked objects from a video with a checkpoint"),
 }

