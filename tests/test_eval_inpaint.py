@@ -147,7 +147,7 @@ def test_cli_input_problems_are_one_line(clip, tmp_path, fake_loader, capsys, se
 def test_checkpoint_variant_is_detected_and_a_mismatch_is_one_line(tmp_path):
     hq, plain = tmp_path / "hq.pth", tmp_path / "plain.pth"
     torch.save({"sc.bias_conv.weight": torch.zeros(1), "sc.bias_conv.bias": torch.zeros(1)}, hq)
-    torch.save({"generator": {"sc.bias": torch.zeros(1)}}, plain)
+    torch.save({"format": "x", "generator": {"module.sc.bias": torch.zeros(1)}}, plain)
     assert checkpoint_variant(hq) == "e2fgvi_hq" and checkpoint_variant(plain) == "e2fgvi"
     with pytest.raises(UserError, match="holds an e2fgvi_hq generator, not e2fgvi"):
         load_window_model(hq, "e2fgvi", CPU)

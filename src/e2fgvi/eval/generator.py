@@ -27,7 +27,7 @@ def as_window_model(generator: torch.nn.Module, variant: str) -> WindowModel:
     def run(masked: torch.Tensor, num_local: int) -> torch.Tensor:
         h, w = masked.shape[-2:]
         if variant == "e2fgvi_hq":
-            masked = pad_frames_for_hq(masked)
+            masked, _ = pad_frames_for_hq(masked)
         elif (w, h) != E2FGVI_SIZE:
             raise UserError(f"variant e2fgvi runs only at 432x240 frames, got {w}x{h}")
         pred, _ = generator(masked, num_local)
@@ -40,7 +40,8 @@ def _state_keys(obj: object) -> set[str]:
     """Tensor keys of a state_dict, also when it is nested one level (e.g. {"generator": …})."""
     if not isinstance(obj, Mapping):
         return set()
-    keys = {k for k, v in obj.items() if isinstance(v, torch.Tensor)}
+    # a DDP-saved state carries a "module." prefix
+    keys = {k.removeprefix("module.") for k, v in obj.items() if isinstance(v, torch.Tensor)}
     for value in obj.values():
         keys |= _state_keys(value) if isinstance(value, Mapping) else set()
     return keys
