@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 export PATH := $(BIN):$(PATH)
 export DVC_NO_ANALYTICS := 1
 
-.PHONY: setup repro test lint format clean-outputs
+.PHONY: setup repro test lint format ui clean-outputs
 
 setup: $(STAMP)
 
@@ -29,6 +29,13 @@ lint: setup
 
 test: lint
 	$(BIN)/python -m pytest
+
+# The MLflow UI on this machine only (http://127.0.0.1:5000), on the store `dvc repro` writes.
+UI_PORT ?= 5000
+ui: setup
+	$(BIN)/mlflow server --backend-store-uri sqlite:///$(CURDIR)/mlruns/mlflow.db \
+		--artifacts-destination $(CURDIR)/mlruns/artifacts \
+		--host 127.0.0.1 --port $(UI_PORT) --workers 1
 
 format: setup
 	$(BIN)/ruff format .

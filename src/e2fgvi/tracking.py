@@ -310,3 +310,9 @@ def metric_history(uri: str, run_id: str, key: str) -> list[tuple[int, float]]:
 
 def list_artifacts(uri: str, run_id: str, path: str | None = None) -> list[str]:
     return [a.path for a in _client(uri).list_artifacts(run_id, path)]
+
+
+def experiment_id(uri: str, name: str) -> str | None:
+    """The id of the named experiment (for UI links such as ``#/experiments/<id>/runs/<run>``)."""
+    experiment = _client(uri).get_experiment_by_name(name)
+    return experiment.experiment_id if experiment else None

@@ -1,0 +1,89 @@
+"""Reading the cost stage's inputs and logging its results into the experiment's MLflow run."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from e2fgvi.config import TrainParams
+from e2fgvi.cost.forecast import forecast_metrics
+from e2fgvi.cost.summary import summary_metrics
+from e2fgvi.errors import UserError
+from e2fgvi.tracking import RunLogger
+
+log = logging.getLogger(__name__)
+
+
+def read_json(path: Path, producer: str) -> Any:
+    """A JSON input file; a missing or broken one is one line naming it and its producer."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UserError(f"{path}: not found; {producer}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise UserError(f"{path}: not valid JSON ({exc}); {producer}") from None
+
+
+def used_train_params(path: Path) -> TrainParams:
+    """The ``train`` section the run actually used, from its params dump."""
+    raw = read_json(path, "the train stage writes it")
+    section = raw.get("train") if isinstance(raw, dict) else None
+    if not isinstance(section, dict):
+        raise UserError(f"{path}: no 'train' section; rerun the train stage")
+    try:
+        return TrainParams.model_validate(section)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        key = ".".join(str(p) for p in first["loc"])
+        raise UserError(f"{path}: train.{key}: {first['msg']}; rerun the train stage") from None
+
+
+def run_reference(path: Path) -> tuple[str, str | None, Path | None]:
+    """(run id, recorded tracking URI, spool file) from the train stage's mlflow_run.json."""
+    raw = read_json(path, "the train stage writes it")
+    if not isinstance(raw, dict) or not raw.get("run_id"):
+        raise UserError(f"{path}: no 'run_id'; rerun the train stage")
+    spool = raw.get("spool")
+    return str(raw["run_id"]), raw.get("uri"), Path(spool) if spool else None
+
+
+def switches(train: TrainParams) -> dict[str, Any]:
+    """Every speed switch of the run, to be logged beside the figures."""
+    return {
+        "amp": train.amp,
+        "tf32": train.tf32,
+        "cudnn_benchmark": train.cudnn_benchmark,
+        "channels_last": train.channels_last,
+        "compile": train.compile,
+        "deterministic": train.deterministic,
+    }
+
+
+def log_report(logger: RunLogger, report: dict[str, Any], artifacts: list[Path], kind: str) -> None:
+    """Metrics ``cost/…``, tags naming device and precision, and the report files."""
+    measured = report["measured"]
+    metrics = summary_metrics(measured)
+    if report["forecast"] is not None:
+        metrics.update(forecast_metrics(report["forecast"]))
+    logger.log_metrics(metrics, step=0)
+    logger.set_tags(
+        {
+            "cost.kind": kind,
+            "cost.device": ", ".join(measured["device_names"]),
+            "cost.precision": measured["precision"],
+            "cost.currency": measured["currency"],
+        }
+    )
+    for path in artifacts:
+        logger.log_artifact(path, "cost")
+    sent = {k: v for k, v in metrics.items() if v is not None}
+    log.info(
+        "logged %d cost metrics and %d artifacts to run %s",
+        len(sent),
+        len(artifacts),
+        logger.run_id,
+    )

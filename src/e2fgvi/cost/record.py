@@ -1,0 +1,109 @@
+"""One coherent record per run: the ranks' own records plus their totals (pure functions)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from e2fgvi.errors import UserError
+
+
+def _sum_or_none(values: list[float | None]) -> float | None:
+    """A total only when every part was measured: a partial sum would understate the cost."""
+    if not values or any(v is None for v in values):
+        return None
+    return float(sum(values))
+
+
+def _max_or_none(values: list[float | None]) -> float | None:
+    known = [v for v in values if v is not None]
+    return max(known) if known else None
+
+
+def _gpu_energy(ranks: list[dict[str, Any]]) -> tuple[float | None, list[str]]:
+    """Energy of each distinct GPU once (two ranks on one GPU must not count it twice)."""
+    seen: dict[str, float | None] = {}
+    sources: set[str] = set()
+    for rank in ranks:
+        gpu = rank.get("gpu")
+        if gpu is None:
+            if rank["conditions"].get("gpu_count"):
+                seen[f"{rank['host']}/{rank['device']}"] = None  # a GPU without NVML figures
+            continue
+        seen.setdefault(gpu["uuid"], gpu["energy_j"])
+        if gpu["energy_source"]:
+            sources.add(gpu["energy_source"])
+    return _sum_or_none(list(seen.values())) if seen else None, sorted(sources)
+
+
+def _cpu_energy(ranks: list[dict[str, Any]]) -> float | None:
+    """RAPL is machine-wide: one reading per host, never one per rank."""
+    per_host = {}
+    for rank in ranks:
+        per_host.setdefault(rank["host"], rank["cpu"]["energy_j"])
+    return _sum_or_none(list(per_host.values()))
+
+
+def _stat(ranks: list[dict[str, Any]], key: str, stat: str) -> float | None:
+    return _max_or_none([rank[key][stat] for rank in ranks])
+
+
+def _peak(ranks: list[dict[str, Any]], key: str) -> float | None:
+    return _max_or_none([(r["torch_memory"] or {}).get(key) for r in ranks])
+
+
+def totals(ranks: list[dict[str, Any]]) -> dict[str, Any]:
+    """Run-level figures: the slowest rank's step time, summed throughput and energy."""
+    gpu_energy, sources = _gpu_energy(ranks)
+    return {
+        "ranks": len(ranks),
+        "gpus": sum(int(r["conditions"].get("gpu_count", 0)) for r in ranks),
+        "device_names": sorted({r["device_name"] for r in ranks}),
+        "wall_s": max(r["wall_s"] for r in ranks),
+        "steps_measured": min(r["steps"]["measured"] for r in ranks),
+        "steps_total": max(r["steps"]["total"] for r in ranks),
+        "clips_per_step": sum(r["clips_per_step"] for r in ranks),
+        # DDP steps end together, so the slowest rank's figure is the run's.
+        "step_s_median": _stat(ranks, "step_s", "median"),
+        "step_s_p90": _stat(ranks, "step_s", "p90"),
+        "step_s_mean": _stat(ranks, "step_s", "mean"),
+        "data_wait_s_median": _stat(ranks, "data_wait_s", "median"),
+        "compute_s_median": _stat(ranks, "compute_s", "median"),
+        "clips_per_s": _sum_or_none([r["clips_per_s"] for r in ranks]),
+        "flops_per_step": _sum_or_none([r["flops_per_step"] for r in ranks]),
+        "gpu_energy_j": gpu_energy,
+        "energy_sources": sources,
+        "cpu_energy_j": _cpu_energy(ranks),
+        "peak_allocated_gb": _peak(ranks, "peak_allocated_gb"),
+        "peak_reserved_gb": _peak(ranks, "peak_reserved_gb"),
+        "gpu_total_gb": _peak(ranks, "total_gb"),
+        "cpu_time_s": sum(
+            r["cpu"]["cpu_user_s"] + r["cpu"]["cpu_system_s"] + r["cpu"]["cpu_children_s"]
+            for r in ranks
+        ),
+        "peak_rss_mb": max(r["cpu"]["peak_rss_mb"] for r in ranks),
+        "overhead_fraction": _max_or_none([r["overhead"]["fraction_of_step_time"] for r in ranks]),
+        "overhead_per_step_us": _max_or_none([r["overhead"]["per_step_us"] for r in ranks]),
+    }
+
+
+def merge_ranks(records: list[dict[str, Any]]) -> dict[str, Any]:
+    """Rank 0's view of the run: every rank's record, ordered by rank, and the totals."""
+    ranks = sorted(records, key=lambda r: r["rank"])
+    return {
+        "schema": ranks[0]["schema"],
+        "kind": "gathered",
+        "world_size": len(ranks),
+        "totals": totals(ranks),
+        "ranks": ranks,
+    }
+
+
+def as_gathered(record: Any, source: str = "cost record") -> dict[str, Any]:
+    """Accept a gathered record or a single rank's (what ``gather`` returns without DDP)."""
+    if not isinstance(record, dict) or "schema" not in record:
+        raise UserError(f"{source}: not a cost record (no 'schema'); rerun the train stage")
+    if record.get("kind") == "gathered":
+        return record
+    if "steps" not in record:
+        raise UserError(f"{source}: cost record lacks 'steps'; rerun the train stage")
+    return merge_ranks([record])

@@ -1,0 +1,122 @@
+"""The YouTube-VOS 2018 all-frames archives: member layout, safety and release checks, reading.
+
+A release archive holds ``<stem>/JPEGImages/<video>/<frame>.jpg``. This module lists its videos
+from the central directory alone (nothing is extracted) and refuses what would go wrong later:
+member names that escape the output folder, the 6-fps annotated release, a truncated archive.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import zipfile
+from pathlib import Path, PurePosixPath
+
+from e2fgvi.data.frames import is_jpeg_name
+from e2fgvi.errors import UserError
+
+# Split -> the release's archive stem (``<stem>.zip`` holding ``<stem>/JPEGImages/…``).
+ARCHIVES = {"train": "train_all_frames", "test": "test_all_frames"}
+# The annotated release keeps every 5th frame of the 30-fps video (00000, 00005, …).
+ANNOTATED_STEP = 5
+# Zip metadata fixed so that the same content gives the same bytes on every machine.
+FIXED_DATE = (1980, 1, 1, 0, 0, 0)
+UNIX = 3
+
+
+def deterministic_zipinfo(name: str) -> zipfile.ZipInfo:
+    """ZipInfo with a fixed timestamp, creator and permissions (folders end with '/')."""
+    info = zipfile.ZipInfo(name, date_time=FIXED_DATE)
+    info.create_system = UNIX
+    info.compress_type = zipfile.ZIP_STORED
+    if name.endswith("/"):
+        info.external_attr = (0o40755 << 16) | 0x10  # unix dir mode + MS-DOS directory flag
+    else:
+        info.external_attr = 0o100644 << 16
+    return info
+
+
+def check_member_name(archive: Path, name: str) -> None:
+    """Refuse absolute names, drive letters, backslashes and '..' (they escape the output)."""
+    parts = PurePosixPath(name).parts
+    if (
+        name.startswith(("/", "\\"))
+        or "\\" in name
+        or (parts and parts[0].endswith(":"))
+        or any(part in ("..", ".") for part in parts)
+    ):
+        raise UserError(
+            f"{archive}: member {name!r} would escape the output folder; refusing this archive"
+            " (it is not a YouTube-VOS release, re-download it)"
+        )
+
+
+def _check_not_annotated(archive: Path, video: str, names: list[str]) -> None:
+    """Detect the 6-fps annotated release (frames 00000, 00005, 00010, …) by its numbering."""
+    stems = [PurePosixPath(n).stem for n in names]
+    if len(stems) < 2 or not all(s.isdigit() for s in stems):
+        return
+    numbers = sorted(int(s) for s in stems)
+    steps = {b - a for a, b in itertools.pairwise(numbers)}
+    if min(steps) >= ANNOTATED_STEP and all(step % ANNOTATED_STEP == 0 for step in steps):
+        raise UserError(
+            f"{archive}: video {video} has frames {stems[0]}, {stems[1]}, … (every "
+            f"{ANNOTATED_STEP}th frame): this is the 6-fps annotated release; download "
+            "train_all_frames.zip / test_all_frames.zip (the all-frames release) instead"
+        )
+
+
+class SourceArchive:
+    """One release archive, read member by member through a single handle."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        try:
+            self._zip = zipfile.ZipFile(path)
+        except FileNotFoundError:
+            raise UserError(f"{path}: archive not found; run `dvc repro download` first") from None
+        except (zipfile.BadZipFile, OSError) as exc:
+            raise UserError(
+                f"{path}: not a readable zip ({exc}); the file is truncated or damaged,"
+                " re-download it"
+            ) from None
+        self.videos = self._group()
+
+    def _group(self) -> dict[str, list[zipfile.ZipInfo]]:
+        """Video id -> its frame members, sorted by name; other members are ignored."""
+        videos: dict[str, list[zipfile.ZipInfo]] = {}
+        for info in self._zip.infolist():
+            check_member_name(self.path, info.filename)
+            parts = PurePosixPath(info.filename).parts
+            if info.is_dir() or not is_jpeg_name(info.filename) or len(parts) < 3:
+                continue
+            if parts[-3] == "JPEGImages":
+                videos.setdefault(parts[-2], []).append(info)
+        for video, infos in videos.items():
+            infos.sort(key=lambda i: i.filename)
+            _check_not_annotated(self.path, video, [i.filename for i in infos])
+        return dict(sorted(videos.items()))
+
+    def fingerprint(self, video: str) -> str:
+        """Hash of the video's member names, sizes and CRCs (from the central directory)."""
+        blob = "\n".join(f"{i.filename}:{i.file_size}:{i.CRC}" for i in self.videos[video])
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+    def read(self, info: zipfile.ZipInfo) -> bytes:
+        """Member bytes; a CRC error or a cut-off archive names the archive and member."""
+        try:
+            return self._zip.read(info)
+        except (zipfile.BadZipFile, OSError, EOFError, zipfile.LargeZipFile) as exc:
+            raise UserError(
+                f"{self.path}: member {info.filename} is damaged ({exc}); the archive is truncated"
+                " or corrupt, re-download it"
+            ) from None
+
+    def close(self) -> None:
+        self._zip.close()
+
+    def __enter__(self) -> SourceArchive:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

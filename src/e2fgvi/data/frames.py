@@ -1,0 +1,132 @@
+"""Reading prepared videos: one zip of JPEG frames per video and the JSON index (reference §2.1)."""
+
+from __future__ import annotations
+
+import json
+import zipfile
+from collections.abc import Sequence
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from e2fgvi.errors import UserError
+
+JPEG_SUFFIXES = (".jpg", ".jpeg")
+
+
+def is_jpeg_name(name: str) -> bool:
+    """True for a JPEG member name (case-insensitive suffix), False for folders and other files."""
+    return name.lower().endswith(JPEG_SUFFIXES)
+
+
+def decode_jpeg(data: bytes, where: str) -> np.ndarray:
+    """Decode JPEG bytes to RGB uint8 (H, W, 3); ``where`` names the file in the error."""
+    # libjpeg returns a partly grey image for a truncated file and only warns, so check that the
+    # data starts with SOI and ends with EOI (trailing zero padding allowed) before decoding.
+    if not data.startswith(b"\xff\xd8") or not data.rstrip(b"\x00").endswith(b"\xff\xd9"):
+        raise UserError(f"{where}: not a complete JPEG (corrupt or truncated); re-download it")
+    bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    if bgr is None:
+        raise UserError(f"{where}: JPEG does not decode (corrupt); re-download it")
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+class VideoZip:
+    """Frames of one video, read from its zip through ONE open handle (one per DataLoader worker).
+
+    The handle opens lazily and is not pickled, so an instance built in the main process can be
+    sent to worker processes; each worker then opens its own handle on first read.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self._zip: zipfile.ZipFile | None = None
+        self.names: list[str] = sorted(n for n in self._handle().namelist() if is_jpeg_name(n))
+
+    def _handle(self) -> zipfile.ZipFile:
+        if self._zip is None:
+            try:
+                self._zip = zipfile.ZipFile(self.path)
+            except FileNotFoundError:
+                raise UserError(
+                    f"{self.path}: video zip not found; run `dvc repro prepare`"
+                ) from None
+            except (zipfile.BadZipFile, OSError) as exc:
+                raise UserError(f"{self.path}: not a readable zip ({exc}); rerun prepare") from None
+        return self._zip
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def read(self, index: int) -> np.ndarray:
+        """Frame ``index`` (position in the sorted member list) as RGB uint8 (H, W, 3)."""
+        if not 0 <= index < len(self.names):
+            raise UserError(
+                f"{self.path}: frame {index} requested but the zip holds {len(self.names)} frames;"
+                " the JSON index disagrees with the zip, rerun `dvc repro prepare`"
+            )
+        name = self.names[index]
+        try:
+            data = self._handle().read(name)
+        except (zipfile.BadZipFile, OSError, EOFError) as exc:
+            raise UserError(
+                f"{self.path}: member {name} is damaged ({exc}); rerun prepare"
+            ) from None
+        return decode_jpeg(data, f"{self.path}: member {name}")
+
+    def read_many(self, indices: Sequence[int]) -> list[np.ndarray]:
+        """Frames at ``indices``, in that order."""
+        return [self.read(int(i)) for i in indices]
+
+    def close(self) -> None:
+        if self._zip is not None:
+            self._zip.close()
+            self._zip = None
+
+    def __enter__(self) -> VideoZip:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __getstate__(self) -> dict[str, object]:
+        return {**self.__dict__, "_zip": None}
+
+
+def load_index(json_path: str | Path) -> dict[str, int]:
+    """Read train.json / test.json: one flat object, video id -> frame count (official format)."""
+    path = Path(json_path)
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UserError(f"{path}: index not found; run `dvc repro prepare`") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise UserError(f"{path}: not valid JSON ({exc}); rerun `dvc repro prepare`") from None
+    if not isinstance(raw, dict):
+        raise UserError(f"{path}: expected one JSON object mapping video id -> frame count")
+    for video, count in raw.items():
+        if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+            raise UserError(f"{path}: video {video!r} has frame count {count!r}; expected int >= 1")
+    return dict(raw)
+
+
+def check_index(index: dict[str, int], json_path: Path, frames_dir: Path) -> None:
+    """Every indexed video has a zip in ``frames_dir`` holding exactly its count of frames.
+
+    A count above the zip's frames is the official code's ``IndexError`` (E2FGVI issue #51).
+    """
+    for video, count in index.items():
+        path = frames_dir / f"{video}.zip"
+        try:
+            with zipfile.ZipFile(path) as archive:
+                held = sum(is_jpeg_name(n) for n in archive.namelist())
+        except FileNotFoundError:
+            raise UserError(f"{json_path}: video {video} has no {path}; rerun prepare") from None
+        except (zipfile.BadZipFile, OSError) as exc:
+            raise UserError(f"{path}: not a readable zip ({exc}); rerun prepare") from None
+        if held != count:
+            raise UserError(
+                f"{json_path}: video {video} has {count} frames but {path} holds {held};"
+                " regenerate the index with `dvc repro prepare` (do not mix in another train.json)"
+            )

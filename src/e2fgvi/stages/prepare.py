@@ -1,0 +1,33 @@
+"""DVC stage ``prepare``: release archives -> one zip per video + train.json / test.json."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import time
+from pathlib import Path
+
+from e2fgvi.atomic import write_json
+from e2fgvi.config import load_params
+from e2fgvi.data.prepare import prepare_dataset
+from e2fgvi.stages import run_stage
+
+log = logging.getLogger(__name__)
+
+parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+parser.add_argument("--raw", required=True, type=Path, help="folder with the release archives")
+parser.add_argument("--out", required=True, type=Path, help="the youtube-vos dataset folder")
+parser.add_argument("--report", required=True, type=Path, help="data report (DVC metrics JSON)")
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parser.parse_args(argv)
+    cfg = load_params().prepare
+    start = time.perf_counter()
+    report = prepare_dataset(args.raw, args.out, cfg)
+    write_json(args.report, report)
+    log.info("prepared in %.1f s; report %s", time.perf_counter() - start, args.report)
+
+
+if __name__ == "__main__":
+    run_stage(main)

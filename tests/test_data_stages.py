@@ -1,0 +1,115 @@
+"""The data stage entry points, run as DVC runs them (cwd = a folder with params.yaml)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+import pytest
+import yaml
+from _archives import make_release
+
+from e2fgvi.errors import UserError
+from e2fgvi.stages import download, masks, prepare, pretrained
+
+
+@pytest.fixture
+def project(tmp_path, monkeypatch, repo_root):
+    """A working folder holding a copy of params.yaml; returns a function to edit it."""
+    raw = yaml.safe_load((repo_root / "params.yaml").read_text())
+
+    def edit(**sections):
+        for dotted, value in sections.items():
+            node = raw
+            *parents, leaf = dotted.split("__")
+            for part in parents:
+                node = node[part]
+            node[leaf] = value
+        (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
+
+    edit()
+    monkeypatch.chdir(tmp_path)
+    return edit
+
+
+def _pngs(folder):
+    return sorted(p.name for p in folder.iterdir())
+
+
+def test_masks_stage_writes_binary_pngs_per_frame(project, tmp_path):
+    (tmp_path / "test.json").write_text(json.dumps({"v1": 5, "v2": 3}))
+    masks.main(["--index", "test.json", "--out", "test_masks"])
+    out = tmp_path / "test_masks"
+    assert _pngs(out) == ["v1", "v2"]
+    assert _pngs(out / "v1") == [f"{i:05d}.png" for i in range(5)] and len(_pngs(out / "v2")) == 3
+    image = cv2.imread(str(out / "v1" / "00004.png"), cv2.IMREAD_UNCHANGED)
+    assert image.shape == (240, 432) and image.dtype == np.uint8
+    assert set(np.unique(image)) == {0, 255}
+    before = (out / "v1" / "00002.png").read_bytes()
+    # Adding and removing videos leaves the others' masks untouched (per-video seeds).
+    (tmp_path / "test.json").write_text(json.dumps({"v0": 2, "v1": 5}))
+    masks.main(["--index", "test.json", "--out", "test_masks"])
+    assert _pngs(out) == ["v0", "v1"]
+    assert (out / "v1" / "00002.png").read_bytes() == before
+    project(masks__eval_seed=7)
+    masks.main(["--index", "test.json", "--out", "test_masks"])
+    assert (out / "v1" / "00002.png").read_bytes() != before
+
+
+def test_pretrained_stage_skips_with_a_manifest(project, tmp_path):
+    pretrained.main(["--out", "pre", "--partial-dir", "pre.partial"])
+    assert _pngs(tmp_path / "pre") == ["manifest.json"]
+    manifest = json.loads((tmp_path / "pre" / "manifest.json").read_text())
+    assert manifest["spynet"]["file"] == "spynet_20210409-c6c1bd09.pth"
+    assert manifest["i3d"]["file"] == "rgb_imagenet.pt"
+    assert not manifest["spynet"]["fetched"] and not manifest["i3d"]["fetched"]
+
+
+def test_pretrained_stage_takes_a_local_file(project, tmp_path):
+    weights = tmp_path / "downloads" / "rgb_imagenet.pt"
+    weights.parent.mkdir()
+    weights.write_bytes(b"weights")
+    project(data__pretrained__i3d={"fetch": True, "url": str(weights), "sha256": ""})
+    pretrained.main(["--out", "pre", "--partial-dir", "pre.partial"])
+    assert (tmp_path / "pre" / "rgb_imagenet.pt").read_bytes() == b"weights"
+    assert json.loads((tmp_path / "pre" / "manifest.json").read_text())["i3d"]["fetched"]
+
+
+def test_download_local_then_prepare(project, tmp_path):
+    downloads = tmp_path / "downloads"
+    train = make_release(downloads / "my_train.zip", "train_all_frames", {"a1": 3, "a2": 4})
+    test = make_release(downloads / "my_test.zip", "test_all_frames", {"b1": 5})
+    project(
+        data__source="local",
+        data__train={"location": str(train), "sha256": "", "size": train.stat().st_size},
+        data__test={"location": str(test), "sha256": "", "size": 0},
+        prepare__resize=[],
+    )
+    download.main(["--out", "raw", "--partial-dir", "raw.partial"])
+    assert os.stat(tmp_path / "raw" / "train_all_frames.zip").st_ino == os.stat(train).st_ino
+    prepare.main(["--raw", "raw", "--out", "yv", "--report", "reports/data.json"])
+    report = json.loads((tmp_path / "reports" / "data.json").read_text())
+    assert report["train"]["frames"] == 7 and report["test"]["videos"] == 1
+    assert json.loads((tmp_path / "yv" / "test.json").read_text()) == {"b1": 5}
+
+
+def test_download_stage_explains_missing_locations(project):
+    project(data__source="local")
+    with pytest.raises(UserError, match=r"data\.train\.location is empty: set it to the path"):
+        download.main(["--out", "raw", "--partial-dir", "raw.partial"])
+    project(data__source="url", data__train={"location": "/tmp/x.zip", "sha256": "", "size": 0})
+    with pytest.raises(UserError, match=r"does not fit data\.source 'url'"):
+        download.main(["--out", "raw", "--partial-dir", "raw.partial"])
+
+
+def test_stage_error_is_one_line_and_exit_2(project, tmp_path, repo_root):
+    env = {**os.environ, "PYTHONPATH": str(repo_root / "src")}
+    command = [sys.executable, "-m", "e2fgvi.stages.masks", "--index", "none.json", "--out", "m"]
+    result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert result.returncode == 2
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "none.json: index not found" in lines[0], result.stderr
