@@ -48,13 +48,33 @@ def png_bytes(rgb: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
+def jpeg_bytes(rgb: np.ndarray) -> bytes:
+    ok, data = cv2.imencode(
+        ".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 95]
+    )
+    assert ok
+    return data.tobytes()
+
+
+def decoded_zip_frames(path: Path) -> list[np.ndarray]:
+    """RGB frames of a video zip, decoded here with zipfile + cv2 (no package code)."""
+    with zipfile.ZipFile(path) as archive:
+        names = sorted(archive.namelist())
+        return [
+            cv2.cvtColor(
+                cv2.imdecode(np.frombuffer(archive.read(n), np.uint8), 1), cv2.COLOR_BGR2RGB
+            )
+            for n in names
+        ]
+
+
 def write_test_split(root: Path, videos: dict[str, tuple[np.ndarray, np.ndarray]]) -> None:
-    """The prepared layout: JPEGImages/<v>.zip (lossless PNG frames here), test_masks, test.json."""
+    """The prepared layout: JPEGImages/<v>.zip of JPEG frames, test_masks/<v>/*.png, test.json."""
     (root / "JPEGImages").mkdir(parents=True)
     for name, (frames, masks) in videos.items():
         with zipfile.ZipFile(root / "JPEGImages" / f"{name}.zip", "w") as archive:
             for k, frame in enumerate(frames):
-                archive.writestr(f"{k:05d}.png", png_bytes(frame))
+                archive.writestr(f"{k:05d}.jpg", jpeg_bytes(frame))
         mask_dir = root / "test_masks" / name
         mask_dir.mkdir(parents=True)
         for k, mask in enumerate(masks):

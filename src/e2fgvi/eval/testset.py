@@ -7,13 +7,12 @@ size. Masks: ``test_masks/<video>/<k:05d>.png`` resized with nearest, nonzero = 
 from __future__ import annotations
 
 import json
-import zipfile
 from pathlib import Path
 
-import cv2
 import numpy as np
 from PIL import Image
 
+from e2fgvi.data.frames import VideoZip
 from e2fgvi.errors import UserError
 from e2fgvi.eval.protocol import dilate_mask
 
@@ -35,32 +34,16 @@ def read_index(root: Path) -> dict[str, int]:
     return index
 
 
-def _decode_rgb(data: bytes, where: str) -> Image.Image:
-    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
-    if image is None:
-        raise UserError(f"{where}: not a decodable image; rerun the prepare stage")
-    return Image.fromarray(cv2.cvtColor(image, cv2.COLOR_BGR2RGB))
-
-
 def load_frames(root: Path, video: str, count: int, size: tuple[int, int]) -> np.ndarray:
     """(count, h, w, 3) uint8 frames of one video, resized to ``size`` = (w, h) with bicubic."""
-    path = root / FRAMES_DIR / f"{video}.zip"
-    try:
-        archive = zipfile.ZipFile(path)
-    except (FileNotFoundError, zipfile.BadZipFile) as exc:
-        raise UserError(f"{path}: missing or not a zip; rerun the prepare stage") from exc
-    with archive:
-        names = sorted(n for n in archive.namelist() if not n.endswith("/"))
-        if len(names) != count:
-            raise UserError(
-                f"{path}: holds {len(names)} frames but test.json says {count}; "
-                "rerun the prepare stage"
-            )
-        frames = [
-            np.asarray(_decode_rgb(archive.read(n), f"{path}:{n}").resize(size, Image.BICUBIC))
-            for n in names
-        ]
-    return np.stack(frames)
+    frames = VideoZip(root / FRAMES_DIR / f"{video}.zip")
+    if len(frames) != count:
+        raise UserError(
+            f"{frames.path}: holds {len(frames)} frames but {INDEX_FILE} says {count}; "
+            "rerun the prepare stage"
+        )
+    resized = [Image.fromarray(frames.read(k)).resize(size, Image.BICUBIC) for k in range(count)]
+    return np.stack([np.asarray(image) for image in resized])
 
 
 def load_masks(
