@@ -1,0 +1,36 @@
+"""The E2FGVI model (Li et al., "Towards An End-to-End Framework for Flow-Guided Video
+Inpainting", CVPR 2022): generator (E2FGVI and E2FGVI-HQ), T-PatchGAN discriminator, SPyNet,
+and safe loading of official and our own weights. Parameter names equal the official ones, so the
+released checkpoints load with ``strict=True``.
+"""
+
+from e2fgvi.model.build import build_flow_teacher, build_generator
+from e2fgvi.model.checkpoint import CHECKPOINT_FORMAT, load_generator_state, read_spynet_state
+from e2fgvi.model.discriminator import Discriminator
+from e2fgvi.model.generator import InpaintGenerator
+from e2fgvi.model.sizes import (
+    VARIANTS,
+    check_input_size,
+    crop_to_size,
+    hq_pad_size,
+    pad_frames_for_hq,
+)
+from e2fgvi.model.spynet import SPyNet, bidirectional_flows, flow_warp
+
+__all__ = [
+    "CHECKPOINT_FORMAT",
+    "VARIANTS",
+    "Discriminator",
+    "InpaintGenerator",
+    "SPyNet",
+    "bidirectional_flows",
+    "build_flow_teacher",
+    "build_generator",
+    "check_input_size",
+    "crop_to_size",
+    "flow_warp",
+    "hq_pad_size",
+    "load_generator_state",
+    "pad_frames_for_hq",
+    "read_spynet_state",
+]
