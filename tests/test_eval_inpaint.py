@@ -144,6 +144,17 @@ def test_cli_input_problems_are_one_line(clip, tmp_path, fake_loader, capsys, se
     assert not (tmp_path / "out.mp4").exists()
 
 
+def test_a_single_frame_is_refused(clip, tmp_path, fake_loader, capsys):
+    frames, masks = clip
+    (tmp_path / "one").mkdir()
+    Image.fromarray(frames[0]).save(tmp_path / "one" / "0.png")
+    Image.fromarray(masks[0] * 255).save(tmp_path / "mask.png")
+    argv = ["inpaint", "--video", str(tmp_path / "one"), "--masks", str(tmp_path / "mask.png"),
+            "--checkpoint", "unused.pth", "--out", str(tmp_path / "out")]  # fmt: skip
+    assert cli.main(argv) == 2
+    assert "needs at least 2" in capsys.readouterr().err
+
+
 def test_checkpoint_variant_is_detected_and_a_mismatch_is_one_line(tmp_path):
     hq, plain = tmp_path / "hq.pth", tmp_path / "plain.pth"
     torch.save({"sc.bias_conv.weight": torch.zeros(1), "sc.bias_conv.bias": torch.zeros(1)}, hq)

@@ -18,6 +18,7 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
+from e2fgvi.errors import UserError
 from e2fgvi.eval.generator import E2FGVI_SIZE, load_window_model, pick_device
 from e2fgvi.eval.protocol import WindowModel, complete_video, dilate_mask, window_schedule
 from e2fgvi.eval.video_io import FrameSink, read_masks, read_video
@@ -96,6 +97,8 @@ def run(args: argparse.Namespace) -> int:
     device = pick_device(args.device)
     frames, fps = read_video(args.video)
     t, h, w = frames.shape[:3]
+    if t < 2:
+        raise UserError(f"{args.video}: {t} frame; E2FGVI needs at least 2 (it estimates flow)")
     masks = read_masks(args.masks, t, (w, h))
     model, variant = load_window_model(args.checkpoint, args.variant, device)
     resize_to = E2FGVI_SIZE if variant == "e2fgvi" and (w, h) != E2FGVI_SIZE else None

@@ -20,7 +20,7 @@ METRICS_FILE, VIDEOS_FILE, STRIP_FILE = "metrics.json", "per_video.csv", "strip.
 
 
 def write_outputs(out: Path, report: EvalReport, extra: dict[str, str]) -> dict[str, Path]:
-    """metrics.json (summary + ``extra`` fields), per_video.csv and strip.png under ``out``."""
+    """metrics.json (summary + ``extra`` labels), per_video.csv and strip.png under ``out``."""
     out.mkdir(parents=True, exist_ok=True)
     paths = {name: out / name for name in (METRICS_FILE, VIDEOS_FILE, STRIP_FILE)}
     write_json(paths[METRICS_FILE], {**report.summary(), **extra})

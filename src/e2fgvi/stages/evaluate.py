@@ -44,7 +44,9 @@ def main(argv: list[str] | None = None) -> None:
         note = f"VFID skipped: I3D weights not found at {args.pretrained} (no download at run time)"
     report = evaluate(args.data, model, cfg, device=device, i3d=i3d, i3d_note=note)
     tags = {"eval/variant": variant, "eval/device": device.type, "eval/params": params_hash(cfg)}
-    files = write_outputs(args.out, report, {"vfid_note": report.vfid_note})
+    files = write_outputs(
+        args.out, report, {"variant": variant, "size": f"{cfg.width}x{cfg.height}"}
+    )
     shown = {k: v for k, v in report.summary().items() if k != "vfid_note"}
     log.info("evaluation: %s; %s", shown, report.vfid_note or "VFID ok")
     log_to_mlflow(run_info, args.mlruns, report, files, tags)
