@@ -42,7 +42,7 @@ LOSSES = ("loss/hole", "loss/valid", "loss/flow", "loss/adversarial", "loss/disc
 
 def _command(data: Path) -> list[str]:
     return [sys.executable, "-m", "e2fgvi.stages.train", "--data", str(data),
-            "--pretrained", "pretrained", "--out", "run", "--mlruns", "mlruns",
+            "--spynet", "spynet.pth", "--out", "run", "--mlruns", "mlruns",
             "--metrics", "train.json", "--plots", "train_loss.csv"]  # fmt: skip
 
 

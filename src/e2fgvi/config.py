@@ -168,6 +168,8 @@ class EvalParams(_Section):
     vfid: bool = True
     max_videos: int = Field(default=0, ge=0)  # 0 = every test video
     strip_frames: int = Field(default=4, ge=1)
+    window_batch: int = Field(default=1, ge=1)  # windows per model call; 1 = the official loop
+    amp: Literal["off", "bf16"] = "off"  # autocast of the windows (a GPU speed path)
 
 
 class ForecastParams(_Section):

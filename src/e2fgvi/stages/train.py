@@ -11,7 +11,6 @@ import logging
 import os
 import sys
 from pathlib import Path
-from urllib.parse import urlparse
 
 from e2fgvi.atomic import write_bytes, write_json
 from e2fgvi.config import load_params
@@ -25,7 +24,7 @@ log = logging.getLogger("e2fgvi.stages.train")
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, required=True, help="prepared YouTube-VOS folder")
-    parser.add_argument("--pretrained", type=Path, required=True, help="pretrained weights folder")
+    parser.add_argument("--spynet", type=Path, required=True, help="pretrained SPyNet weights")
     parser.add_argument("--out", type=Path, required=True, help="run folder (checkpoints, ...)")
     parser.add_argument("--mlruns", type=Path, required=True, help="MLflow store folder")
     parser.add_argument("--metrics", type=Path, required=True, help="DVC metrics JSON")
@@ -39,8 +38,7 @@ def main(argv: list[str] | None = None) -> None:
         )
         log.info("launching %s", " ".join(command))
         os.execvp(command[0], command)
-    spynet_name = Path(urlparse(params.data.pretrained.spynet.url).path).name
-    spynet = args.pretrained / spynet_name if params.model.spynet_init == "pretrained" else None
+    spynet = args.spynet if params.model.spynet_init == "pretrained" else None
     paths = TrainPaths(
         frames=args.data / "JPEGImages",
         index=args.data / "train.json",

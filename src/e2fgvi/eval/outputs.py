@@ -1,0 +1,71 @@
+"""Write an evaluation's files (metrics JSON, per-video CSV, strip PNG) and log it to MLflow."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+from pathlib import Path
+
+from e2fgvi.atomic import write_json, write_text
+from e2fgvi.errors import UserError
+from e2fgvi.eval.evaluate import EvalReport
+from e2fgvi.eval.strip import write_png
+from e2fgvi.tracking import attach, tracking_uri
+
+log = logging.getLogger(__name__)
+
+METRICS_FILE, VIDEOS_FILE, STRIP_FILE = "metrics.json", "per_video.csv", "strip.png"
+
+
+def write_outputs(out: Path, report: EvalReport, extra: dict[str, str]) -> dict[str, Path]:
+    """metrics.json (summary + ``extra`` labels), per_video.csv and strip.png under ``out``."""
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {name: out / name for name in (METRICS_FILE, VIDEOS_FILE, STRIP_FILE)}
+    write_json(paths[METRICS_FILE], {**report.summary(), **extra})
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["video", "frames", "psnr", "ssim", "seconds"])
+    for v in report.videos:
+        writer.writerow([v.video, v.frames, f"{v.psnr:.6f}", f"{v.ssim:.6f}", f"{v.seconds:.3f}"])
+    write_text(paths[VIDEOS_FILE], buffer.getvalue())
+    if report.strip is not None:
+        write_png(paths[STRIP_FILE], report.strip)
+    return paths
+
+
+def read_run_file(path: Path) -> dict[str, str]:
+    """``{"run_id", "uri", "spool"}`` written by the train stage."""
+    try:
+        info = json.loads(path.read_text())
+    except FileNotFoundError as exc:
+        raise UserError(f"{path}: missing; run the train stage first (dvc repro train)") from exc
+    except json.JSONDecodeError as exc:
+        raise UserError(f"{path}: not valid JSON ({exc}); rerun the train stage") from exc
+    if not isinstance(info, dict) or not info.get("run_id"):
+        raise UserError(f"{path}: no run_id; rerun the train stage")
+    return info
+
+
+def log_to_mlflow(
+    info: dict[str, str],
+    mlruns: Path,
+    report: EvalReport,
+    files: dict[str, Path],
+    tags: dict[str, str],
+) -> bool:
+    """Attach to the run of ``info`` (see ``read_run_file``) and log eval/* metrics, tags, files.
+
+    Returns True when everything reached MLflow (otherwise it is spooled or logged as lost).
+    """
+    spool = Path(info["spool"]) if info.get("spool") else None
+    logger = attach(info.get("uri") or tracking_uri(mlruns), info["run_id"], spool)
+    summary = report.summary()
+    names = ("psnr", "ssim", "vfid", "frames", "fps")
+    logger.log_metrics({f"eval/{k}": summary[k] for k in names}, step=0)
+    logger.set_tags({"eval/vfid_note": summary["vfid_note"] or "none", **tags})
+    for path in files.values():
+        if path.exists():
+            logger.log_artifact(path, "eval")
+    return logger.close()

