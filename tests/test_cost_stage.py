@@ -11,6 +11,7 @@ import time
 import pytest
 import torch
 import yaml
+from conftest import write_params
 
 from e2fgvi import cli, tracking
 from e2fgvi.atomic import write_json
@@ -142,23 +143,17 @@ def test_stage_errors_name_the_file(staged, tmp_path):
         cost_stage.main(argv)
 
 
-def test_profile_command_says_the_step_is_not_wired(repo_root, capsys):
-    code = cli.main(["profile", "--params", str(repo_root / "params.yaml"), "--no-track"])
-    err = capsys.readouterr().err
-    assert code == 2
-    assert "make_training_step" in err and "Traceback" not in err
-
-
-def _tiny_step(params, device, clips):
-    net = torch.nn.Conv2d(3, 4, 3)
-    batch = torch.randn(clips, 3, 16, 16, generator=torch.Generator().manual_seed(0))
-    return lambda: net(batch).sum().backward()
-
-
-def test_profile_command_logs_forecast_metrics(staged, repo_root, monkeypatch, tmp_path, capsys):
-    monkeypatch.setattr("e2fgvi.cost.profile.make_training_step", _tiny_step)
+def test_profile_command_logs_forecast_metrics(staged, tmp_path, capsys):
+    """`e2fgvi profile` times real E2FGVI-HQ training steps (2 local + 1 reference frame)."""
+    params = write_params(
+        tmp_path / "cfg",
+        train__num_local_frames=2,
+        train__num_ref_frames=1,
+        cost__forecast__profile_warmup=1,
+        cost__forecast__profile_steps=2,
+    )
     out = tmp_path / "profile.json"
-    argv = ["profile", "--params", str(repo_root / "params.yaml"), "--mlruns",
+    argv = ["profile", "--params", str(params), "--mlruns",
             str(staged["mlruns"]), "--out", str(out), "--gpus", "4"]  # fmt: skip
     assert cli.main(argv) == 0
     report = json.loads(out.read_text())
