@@ -53,7 +53,10 @@ def test_stage_writes_metrics_csv_strip_and_logs_to_the_run(workspace):
     out = root / "reports" / "eval"
     summary = json.loads((out / "metrics.json").read_text())
     assert summary["frames"] == 11 and summary["videos"] == 1
-    assert summary["variant"] == "e2fgvi_hq" and summary["size"] == "216x120"
+    size = yaml.safe_load((root / "params.yaml").read_text())["eval"]
+    assert (
+        summary["variant"] == "e2fgvi_hq" and summary["size"] == f"{size['width']}x{size['height']}"
+    )
     assert 10 < summary["psnr"] < 60 and 0 < summary["ssim"] < 1
     assert summary["vfid"] is None and "not found" in summary["vfid_note"]
     rows = list(csv.DictReader((out / "per_video.csv").open()))

@@ -25,7 +25,7 @@ from e2fgvi.config import Params, params_hash
 from e2fgvi.cost.flops import measure_step_flops
 from e2fgvi.cost.meter import CostMeter
 from e2fgvi.data.dataset import StepSampler, TrainClips
-from e2fgvi.train import losses, precision, provenance
+from e2fgvi.train import losses, optim, precision, provenance
 from e2fgvi.train import nets as netlib
 from e2fgvi.train.distributed import (
     World,
@@ -109,7 +109,7 @@ def train_step(nets: netlib.Nets, clips: Clips, params: Params, world: World) ->
             nets.dis_optimizer, nets.dis_scaler, nets.discriminator, d["loss"], ok
         )
         d["loss"] = d["loss"].detach()
-        nets.dis_schedule.step()
+        optim.step_schedule(nets.dis_schedule)
         values |= {f"loss/discriminator_{k}": v for k, v in d.items() if k != "loss"}
         values["loss/discriminator"] = d["loss"]
         critic = netlib.unwrap(nets.discriminator)
@@ -121,7 +121,7 @@ def train_step(nets: netlib.Nets, clips: Clips, params: Params, world: World) ->
             nets.gen_optimizer, nets.gen_scaler, nets.generator, g["loss"], ok
         )
     g["loss"] = g["loss"].detach()
-    nets.gen_schedule.step()
+    optim.step_schedule(nets.gen_schedule)
     values |= {f"loss/{k}": v for k, v in g.items() if k != "loss"}
     values["loss/generator"] = g["loss"]
     return StepResult(values, out.comp.detach(), skipped)

@@ -7,6 +7,8 @@ LR is ``lr`` up to the milestone (400k) and ``lr * gamma`` after it.
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 from torch import nn
 
@@ -36,3 +38,14 @@ def schedule(
     return torch.optim.lr_scheduler.MultiStepLR(
         optimizer, milestones=cfg.milestones, gamma=cfg.gamma
     )
+
+
+def step_schedule(scheduler: torch.optim.lr_scheduler.LRScheduler) -> None:
+    """Advance one iteration, also when the guard skipped the optimizer step.
+
+    The schedule counts iterations, not updates; PyTorch's warning about stepping before
+    ``optimizer.step()`` is about a different convention and is silenced here.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step")
+        scheduler.step()
