@@ -143,7 +143,7 @@ def test_peak_table_lookup_and_precision():
     assert peak_flops(table, "NVIDIA A100-SXM4-40GB", "tf32") == pytest.approx(156e12)
     assert peak_flops(table, "cpu", "fp32") is None
     assert peak_flops({"A10": {"fp32": 1.0}, "A100": {"fp32": 2.0}}, "A100-PCIE", "fp32") == 2e12
-    assert [precision_of("off", False), precision_of("off", True)] == ["fp32", "tf32"]
+    assert [precision_of("fp32", False), precision_of("fp32", True)] == ["fp32", "tf32"]
     assert precision_of("bf16", True) == "bf16"
 
 

@@ -65,7 +65,7 @@ def test_cpu_record_states_gpu_fields_null_and_conditions():
 
 def test_metrics_for_step_and_conditions():
     meter = CostMeter(CostParams(warmup_steps=0), torch.device("cpu"), 2)
-    meter.set_conditions(amp="off", tf32=False)
+    meter.set_conditions(amp="fp32", tf32=False)
     timing = _run(meter, 1)[0]
     metrics = meter.metrics_for_step(timing)
     record = meter.stop()
@@ -73,7 +73,7 @@ def test_metrics_for_step_and_conditions():
     assert metrics["cost/data_wait_s"] == timing.data_s
     assert metrics["cost/clips_per_s"] == pytest.approx(2 / timing.total_s)
     assert not any(key.startswith("cost/gpu_") for key in metrics)
-    assert record["conditions"]["amp"] == "off"
+    assert record["conditions"]["amp"] == "fp32"
 
 
 def test_meter_overhead_is_measured_and_small():

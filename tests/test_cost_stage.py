@@ -80,7 +80,7 @@ def test_report_files_are_written(staged):
     for key in ("gpu_hours", "energy_gpu_kwh", "mfu", "clips_per_s_per_gpu", "peak_allocated_gb"):
         assert measured[key] is None, key
     assert measured["clips_per_s"] > 0 and measured["cpu_hours"] > 0
-    assert report["conditions"]["amp"] == "off" and report["conditions"]["warmup_excluded"] == 1
+    assert report["conditions"]["amp"] == "fp32" and report["conditions"]["warmup_excluded"] == 1
     fc = report["forecast"]
     assert fc["iterations"] == 500_000 and fc["gpus"] == 8
     text = (out / "cost.md").read_text()

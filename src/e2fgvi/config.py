@@ -140,7 +140,7 @@ class TrainParams(_Section):
     nproc_per_node: int = Field(default=8, ge=1)
     nnodes: int = Field(default=1, ge=1)
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    amp: Literal["off", "bf16", "fp16"] = "off"
+    amp: Literal["fp32", "bf16", "fp16"] = "fp32"  # autocast dtype; fp32 = no autocast
     tf32: bool = False
     cudnn_benchmark: bool = True
     channels_last: bool = False
@@ -169,7 +169,7 @@ class EvalParams(_Section):
     max_videos: int = Field(default=0, ge=0)  # 0 = every test video
     strip_frames: int = Field(default=4, ge=1)
     window_batch: int = Field(default=1, ge=1)  # windows per model call; 1 = the official loop
-    amp: Literal["off", "bf16"] = "off"  # autocast of the windows (a GPU speed path)
+    amp: Literal["fp32", "bf16"] = "fp32"  # autocast of the windows (a GPU speed path)
 
 
 class ForecastParams(_Section):

@@ -24,7 +24,7 @@ _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 def apply_backend_switches(cfg: TrainParams, device: torch.device) -> None:
     """Process-wide numerics switches (TF32, cudnn autotuning, deterministic algorithms)."""
     if cfg.amp == "fp16" and device.type != "cuda":
-        raise UserError("train.amp 'fp16' needs a CUDA device; use 'bf16' or 'off' on the CPU")
+        raise UserError("train.amp 'fp16' needs a CUDA device; use 'bf16' or 'fp32' on the CPU")
     torch.backends.cuda.matmul.allow_tf32 = cfg.tf32
     torch.backends.cudnn.allow_tf32 = cfg.tf32
     torch.backends.cudnn.benchmark = cfg.cudnn_benchmark and not cfg.deterministic
@@ -36,8 +36,8 @@ def apply_backend_switches(cfg: TrainParams, device: torch.device) -> None:
 
 
 def autocast(cfg: TrainParams, device: torch.device) -> Callable[[], Any]:
-    """A factory of autocast contexts for the configured dtype (a no-op when amp is off)."""
-    if cfg.amp == "off":
+    """A factory of autocast contexts for the configured dtype (a no-op for fp32)."""
+    if cfg.amp == "fp32":
         return contextlib.nullcontext
     dtype = _DTYPES[cfg.amp]
     return lambda: torch.autocast(device.type, dtype=dtype)

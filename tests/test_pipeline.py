@@ -1,0 +1,110 @@
+"""The whole pipeline as a user runs it: `dvc repro` on the sample, then `dvc exp run -S`.
+
+The sample profile is shrunk (3 iterations, 2 local + 1 reference frames, one test video), the
+way the lightning-hydra template shrinks its real config; every stage and the MLflow run are
+the real ones.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from e2fgvi import tracking
+
+pytestmark = pytest.mark.slow
+
+GIT = ["git", "-c", "user.name=test", "-c", "user.email=test@example.invalid"]
+SHRINK = {
+    "train": {"iterations": 3, "num_local_frames": 2, "num_ref_frames": 1, "checkpoint_every": 3,
+              "image_every": 3},
+    "eval": {"max_videos": 1},
+    "cost": {"warmup_steps": 1},
+    "tracking": {"experiment": "pipeline-test"},
+}  # fmt: skip
+STAGES = ("download", "pretrained", "prepare", "masks", "train", "evaluate", "cost")
+
+
+def _run(copy: Path, *args: str) -> str:
+    bin_dir = Path(sys.executable).parent
+    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
+           "PYTHONPATH": str(copy / "src"), "DVC_NO_ANALYTICS": "1"}  # fmt: skip
+    env.pop("MLFLOW_TRACKING_URI", None)
+    result = subprocess.run(args, cwd=copy, env=env, capture_output=True, text=True)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
+    return result.stdout + result.stderr
+
+
+@pytest.fixture(scope="module")
+def repro(repo_root, tmp_path_factory) -> tuple[Path, str]:
+    """A fresh git copy of the repository with the shrunk profile, after `dvc repro`."""
+    copy = tmp_path_factory.mktemp("pipeline")
+    files = ["git", "ls-files", "--cached", "--others", "--exclude-standard"]
+    listed = subprocess.run(files, cwd=repo_root, capture_output=True, text=True, check=True)
+    for name in listed.stdout.splitlines():
+        source = repo_root / name
+        if source.is_file() and not source.is_symlink():
+            (copy / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, copy / name)
+    params = yaml.safe_load((copy / "params.yaml").read_text())
+    for section, values in SHRINK.items():
+        params[section].update(values)
+    (copy / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    (copy / "dvc.lock").unlink(missing_ok=True)
+    for command in (["init", "-q"], ["add", "-A"], ["commit", "-qm", "copy"]):
+        subprocess.run([*GIT, *command], cwd=copy, check=True)
+    return copy, _run(copy, str(Path(sys.executable).parent / "dvc"), "repro")
+
+
+def _dvc(copy: Path, *args: str) -> str:
+    return _run(copy, str(Path(sys.executable).parent / "dvc"), *args)
+
+
+def test_every_stage_runs_then_nothing_reruns(repro):
+    copy, output = repro
+    for stage in STAGES:
+        assert f"Running stage '{stage}'" in output, stage
+    again = _dvc(copy, "repro")
+    assert "Running stage" not in again and "up to date" in again
+
+
+def test_one_mlflow_run_holds_training_evaluation_and_cost(repro):
+    copy, _ = repro
+    ref = json.loads((copy / "data" / "run" / "mlflow_run.json").read_text())
+    (run,) = tracking.search_runs(ref["uri"], ["pipeline-test"])
+    assert run.run_id == ref["run_id"]
+    assert run.params["train.iterations"] == "3"
+    for metric in ("loss/generator", "loss/hole", "eval/psnr", "eval/ssim", "cost/clips_per_s",
+                   "cost/step_time_median_s", "cost/forecast_gpu_hours", "cost/forecast_money",
+                   "cost/forecast_wall_h"):  # fmt: skip
+        assert metric in run.metrics, metric
+    assert [s for s, _ in tracking.metric_history(ref["uri"], run.run_id, "loss/hole")] == [1, 2, 3]
+    evaluated = json.loads((copy / "reports" / "eval" / "metrics.json").read_text())
+    assert run.metrics["eval/psnr"] == pytest.approx(evaluated["psnr"])
+    cost = json.loads((copy / "reports" / "cost" / "cost.json").read_text())
+    assert (
+        json.dumps(cost).count("forecast") > 0 and (copy / "reports" / "cost" / "cost.md").exists()
+    )
+    artifacts = set(tracking.list_artifacts(ref["uri"], run.run_id))
+    assert {"checkpoints", "samples"} <= artifacts
+
+
+def test_dvc_exp_run_with_a_changed_param_is_a_new_tracked_experiment(repro):
+    copy, _ = repro
+    output = _dvc(copy, "exp", "run", "-S", "train.lr=0.0002", "-n", "lr2e-4")
+    for stage in ("train", "evaluate", "cost"):
+        assert f"Running stage '{stage}'" in output, stage
+    assert "Running stage 'prepare'" not in output  # data stages are untouched
+    runs = tracking.search_runs(tracking.tracking_uri(copy / "mlruns"), ["pipeline-test"])
+    assert sorted(r.params["train.lr"] for r in runs) == ["0.0001", "0.0002"]
+    newest = runs[0]
+    assert newest.params["train.lr"] == "0.0002" and "eval/psnr" in newest.metrics
+    shown = _dvc(copy, "exp", "show", "--csv")
+    assert "lr2e-4" in shown
