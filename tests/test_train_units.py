@@ -82,12 +82,13 @@ def test_torchrun_command_single_and_multi_node(monkeypatch):
     single = torchrun_command(4, 1, "e2fgvi.stages.train", ["--out", "x"])
     assert "--nproc-per-node=4" in single and "--standalone" in single
     assert single[-4:] == ["-m", "e2fgvi.stages.train", "--out", "x"]
-    monkeypatch.delenv("E2FGVI_RDZV_ENDPOINT", raising=False)
-    with pytest.raises(UserError, match="E2FGVI_RDZV_ENDPOINT"):
+    monkeypatch.delenv("PET_RDZV_ENDPOINT", raising=False)
+    monkeypatch.delenv("PET_RDZV_BACKEND", raising=False)
+    with pytest.raises(UserError, match="PET_RDZV_ENDPOINT"):
         torchrun_command(8, 2, "m", [])
-    monkeypatch.setenv("E2FGVI_RDZV_ENDPOINT", "node0:29400")
+    monkeypatch.setenv("PET_RDZV_ENDPOINT", "node0:29400")
     multi = torchrun_command(8, 2, "m", [])
-    assert "--rdzv-endpoint=node0:29400" in multi and "--nnodes=2" in multi
+    assert "--rdzv-backend=c10d" in multi and "--nnodes=2" in multi and "--standalone" not in multi
 
 
 def test_schedule_steps_per_iteration_and_spynet_group():

@@ -46,22 +46,22 @@ def under_torchrun() -> bool:
 def torchrun_command(nproc_per_node: int, nnodes: int, module: str, argv: list[str]) -> list[str]:
     """The torchrun command line that relaunches ``python -m module argv`` on every device.
 
-    Multi-node jobs read the rendezvous endpoint (host:port of node 0) from
-    ``E2FGVI_RDZV_ENDPOINT`` and a job id from ``E2FGVI_RDZV_ID``; run the same command on
-    every node.
+    Several nodes rendezvous through torchrun's own environment variables, set on every node:
+    ``PET_RDZV_ENDPOINT=<node-0 host>:<port>`` and one ``PET_RDZV_ID`` per job
+    (``PET_RDZV_BACKEND`` defaults to c10d here).
     """
     torchrun = shutil.which("torchrun") or f"{sys.executable} -m torch.distributed.run"
     command = [*torchrun.split(), f"--nproc-per-node={nproc_per_node}", f"--nnodes={nnodes}"]
     if nnodes > 1:
-        endpoint = os.environ.get("E2FGVI_RDZV_ENDPOINT")
-        if not endpoint:
+        if not os.environ.get("PET_RDZV_ENDPOINT"):
             raise UserError(
-                "train.nnodes > 1: set E2FGVI_RDZV_ENDPOINT=<node0-host>:<port> on every node"
+                f"train.nnodes is {nnodes}: set PET_RDZV_ENDPOINT=<node-0 host>:<port> and "
+                "PET_RDZV_ID=<job name> on every node"
             )
-        job = os.environ.get("E2FGVI_RDZV_ID", "e2fgvi")
-        command += ["--rdzv-backend=c10d", f"--rdzv-endpoint={endpoint}", f"--rdzv-id={job}"]
+        if not os.environ.get("PET_RDZV_BACKEND"):
+            command.append("--rdzv-backend=c10d")
     else:
-        command += ["--standalone"]
+        command.append("--standalone")
     return [*command, "-m", module, *argv]
 
 
