@@ -9,27 +9,18 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import copy_repo, git_commit_all
 
 from e2fgvi.data.frames import VideoZip, load_index
 
-GIT = ["git", "-c", "user.name=test", "-c", "user.email=test@example.invalid"]
-
 
 @pytest.fixture(scope="module")
-def repo_copy(repo_root, tmp_path_factory):
+def repo_copy(tmp_path_factory):
     """Tracked (and not-ignored new) files copied into a new git repo."""
     if shutil.which("git") is None:
         pytest.fail("git is needed for the DVC integration test")
-    copy = tmp_path_factory.mktemp("repo")
-    files = ["git", "ls-files", "--cached", "--others", "--exclude-standard"]
-    listed = subprocess.run(files, cwd=repo_root, capture_output=True, text=True, check=True)
-    for name in listed.stdout.splitlines():
-        source = repo_root / name
-        if source.is_file() and not source.is_symlink():
-            (copy / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(source, copy / name)
-    for command in (["init", "-q"], ["add", "-A"], ["commit", "-qm", "copy"]):
-        subprocess.run([*GIT, *command], cwd=copy, check=True)
+    copy = copy_repo(tmp_path_factory.mktemp("repo"))
+    git_commit_all(copy)
     return copy
 
 

@@ -9,19 +9,18 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import yaml
+from conftest import copy_repo, git_commit_all
 
 from e2fgvi import tracking
 
 pytestmark = pytest.mark.slow
 
-GIT = ["git", "-c", "user.name=test", "-c", "user.email=test@example.invalid"]
 SHRINK = {
     "train": {"iterations": 3, "num_local_frames": 2, "num_ref_frames": 1, "checkpoint_every": 3,
               "image_every": 3},
@@ -29,7 +28,13 @@ SHRINK = {
     "cost": {"warmup_steps": 1},
     "tracking": {"experiment": "pipeline-test"},
 }  # fmt: skip
-STAGES = ("download", "pretrained", "prepare", "masks", "train", "evaluate", "cost")
+STAGES = ("download", "pretrained", "prepare", "masks", "train", "evaluate", "cost", "profile")
+
+
+def _runs(copy: Path, kind: str) -> list[tracking.RunRecord]:
+    """Training runs (kind "train") or profiling runs ("profile") of the test experiment."""
+    runs = tracking.search_runs(tracking.tracking_uri(copy / "mlruns"), ["pipeline-test"])
+    return [r for r in runs if (r.tags.get("cost.kind") == "profile") == (kind == "profile")]
 
 
 def _run(copy: Path, *args: str) -> str:
@@ -43,23 +48,15 @@ def _run(copy: Path, *args: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def repro(repo_root, tmp_path_factory) -> tuple[Path, str]:
+def repro(tmp_path_factory) -> tuple[Path, str]:
     """A fresh git copy of the repository with the shrunk profile, after `dvc repro`."""
-    copy = tmp_path_factory.mktemp("pipeline")
-    files = ["git", "ls-files", "--cached", "--others", "--exclude-standard"]
-    listed = subprocess.run(files, cwd=repo_root, capture_output=True, text=True, check=True)
-    for name in listed.stdout.splitlines():
-        source = repo_root / name
-        if source.is_file() and not source.is_symlink():
-            (copy / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(source, copy / name)
+    copy = copy_repo(tmp_path_factory.mktemp("pipeline"))
     params = yaml.safe_load((copy / "params.yaml").read_text())
     for section, values in SHRINK.items():
         params[section].update(values)
     (copy / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     (copy / "dvc.lock").unlink(missing_ok=True)
-    for command in (["init", "-q"], ["add", "-A"], ["commit", "-qm", "copy"]):
-        subprocess.run([*GIT, *command], cwd=copy, check=True)
+    git_commit_all(copy)
     return copy, _run(copy, str(Path(sys.executable).parent / "dvc"), "repro")
 
 
@@ -78,7 +75,7 @@ def test_every_stage_runs_then_nothing_reruns(repro):
 def test_one_mlflow_run_holds_training_evaluation_and_cost(repro):
     copy, _ = repro
     ref = json.loads((copy / "data" / "run" / "mlflow_run.json").read_text())
-    (run,) = tracking.search_runs(ref["uri"], ["pipeline-test"])
+    (run,) = _runs(copy, "train")
     assert run.run_id == ref["run_id"]
     assert run.params["train.iterations"] == "3"
     for metric in ("loss/generator", "loss/hole", "eval/psnr", "eval/ssim", "cost/clips_per_s",
@@ -94,15 +91,20 @@ def test_one_mlflow_run_holds_training_evaluation_and_cost(repro):
     )
     artifacts = set(tracking.list_artifacts(ref["uri"], run.run_id))
     assert {"checkpoints", "samples"} <= artifacts
+    (profiled,) = _runs(copy, "profile")
+    profile = json.loads((copy / "reports" / "profile.json").read_text())
+    assert profiled.metrics["cost/forecast_gpu_hours"] == pytest.approx(
+        profile["forecast"]["gpu_hours"]["mean"]
+    )
 
 
 def test_dvc_exp_run_with_a_changed_param_is_a_new_tracked_experiment(repro):
     copy, _ = repro
     output = _dvc(copy, "exp", "run", "-S", "train.lr=0.0002", "-n", "lr2e-4")
-    for stage in ("train", "evaluate", "cost"):
+    for stage in ("train", "evaluate", "cost", "profile"):
         assert f"Running stage '{stage}'" in output, stage
     assert "Running stage 'prepare'" not in output  # data stages are untouched
-    runs = tracking.search_runs(tracking.tracking_uri(copy / "mlruns"), ["pipeline-test"])
+    runs = _runs(copy, "train")
     assert sorted(r.params["train.lr"] for r in runs) == ["0.0001", "0.0002"]
     newest = runs[0]
     assert newest.params["train.lr"] == "0.0002" and "eval/psnr" in newest.metrics
