@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 export PATH := $(BIN):$(PATH)
 export DVC_NO_ANALYTICS := 1
 
-.PHONY: setup repro test lint format ui clean-outputs
+.PHONY: setup repro test lint format ui
 
 setup: $(STAMP)
 
