@@ -178,3 +178,11 @@ def test_zero_strides_are_refused_by_the_parser(tmp_path, capsys, option):
         cli.main(argv)
     assert info.value.code == 2
     assert f"argument {option}: must be at least 1, got 0" in capsys.readouterr().err
+
+
+def test_a_pickled_module_as_checkpoint_is_refused_in_one_line(tmp_path):
+    path = tmp_path / "model.pth"
+    torch.save(torch.nn.Linear(2, 2), path)
+    with pytest.raises(UserError, match="refused") as info:
+        load_window_model(path, None, CPU)
+    assert "\n" not in str(info.value)
