@@ -10,7 +10,7 @@ from e2fgvi.config import Params, TrainParams
 from e2fgvi.data.dataset import StepSampler
 from e2fgvi.errors import UserError
 from e2fgvi.train import checkpoint, optim, provenance
-from e2fgvi.train.distributed import World, per_rank_batch, torchrun_command
+from e2fgvi.train.distributed import World, per_rank_batch, select_device, torchrun_command
 from e2fgvi.train.telemetry import Averager, History
 
 
@@ -128,3 +128,15 @@ def test_averager_and_history(tmp_path):
     resumed = History(path, 2)
     assert [int(r["step"]) for r in resumed.rows] == [1, 2]
     assert resumed.last() == {"step": 2.0, "loss": 2.0}
+
+
+def test_each_rank_gets_its_own_gpu_or_a_one_line_error(monkeypatch):
+    chosen = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "set_device", chosen.append)
+    assert select_device("auto", 1) == torch.device("cuda", 1) and chosen == [1]
+    with pytest.raises(UserError, match=r"nproc_per_node to at most 2") as info:
+        select_device("cuda", 2)  # would share cuda:0 with rank 0: NCCL refuses that
+    assert "\n" not in str(info.value) and chosen == [1]
+    assert select_device("cpu", 5) == torch.device("cpu")
