@@ -140,3 +140,23 @@ def test_each_rank_gets_its_own_gpu_or_a_one_line_error(monkeypatch):
         select_device("cuda", 2)  # would share cuda:0 with rank 0: NCCL refuses that
     assert "\n" not in str(info.value) and chosen == [1]
     assert select_device("cpu", 5) == torch.device("cpu")
+
+
+def test_checkpoint_artifact_is_logged_without_hard_links(tmp_path, monkeypatch):
+    from e2fgvi import tracking
+    from e2fgvi.train.telemetry import log_checkpoint
+
+    def no_links(*args, **kwargs):
+        raise OSError("hard links not supported here")
+
+    monkeypatch.setattr("os.link", no_links)  # e.g. a FUSE or SMB mount for the run folder
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    ckpt = tmp_path / "run" / "ckpt_0000002.pth"
+    ckpt.parent.mkdir()
+    ckpt.write_bytes(b"weights")
+    uri = tracking.tracking_uri(tmp_path / "mlruns")
+    logger = tracking.RunLogger(uri, "ckpt-test", artifact_root=tmp_path / "mlruns")
+    log_checkpoint(logger, ckpt, enabled=True)
+    assert logger.close()
+    assert tracking.list_artifacts(uri, logger.run_id, "checkpoints") == ["checkpoints/latest.pth"]
+    assert ckpt.read_bytes() == b"weights"
