@@ -160,3 +160,23 @@ def test_checkpoint_artifact_is_logged_without_hard_links(tmp_path, monkeypatch)
     assert logger.close()
     assert tracking.list_artifacts(uri, logger.run_id, "checkpoints") == ["checkpoints/latest.pth"]
     assert ckpt.read_bytes() == b"weights"
+
+
+def test_final_figures_of_a_diverged_run_are_strict_json(tmp_path, params, monkeypatch):
+    from types import SimpleNamespace
+
+    from e2fgvi import tracking
+    from e2fgvi.atomic import write_json
+    from e2fgvi.train import loop
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    history = History(tmp_path / "history.csv", 0)
+    history.append(40, {"loss/generator": float("nan"), "loss/hole": 0.5})
+    uri = tracking.tracking_uri(tmp_path / "mlruns")
+    run = tracking.RunLogger(uri, "nan-test", artifact_root=tmp_path / "mlruns")
+    session = loop._Session(run, History(tmp_path / "history.csv", 40), {})
+    paths = loop.TrainPaths(tmp_path, tmp_path / "train.json", None, tmp_path, tmp_path / "mlruns")
+    nets = SimpleNamespace(generator=torch.nn.Linear(1, 1))
+    figures = loop._finish(nets, params, paths, session, {}, [2.0], 0, 3)
+    assert figures["loss_generator"] is None and figures["loss_hole"] == 0.5
+    write_json(tmp_path / "train_metrics.json", figures)  # raised ValueError on NaN
