@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from e2fgvi.config import ConfigError, Params, flatten, load_params, params_hash
+from e2fgvi.config import ConfigError, Params, flatten, load_params, params_hash, parse_params
 
 
 def _write(tmp_path, raw):
@@ -83,3 +83,9 @@ def test_frozen_and_hash_stable(params):
     assert params_hash(params.model) == params_hash(params.model)
     assert params_hash(params.model) != params_hash(Params().model)
     assert flatten(params)["train.lr"] == params.train.lr
+
+
+@pytest.mark.parametrize("betas", [[0.9], [0.0, 0.99, 0.5], [0.0, 1.0]])
+def test_adam_betas_are_checked_at_load(betas):
+    with pytest.raises(ConfigError, match=r"train\.betas"):
+        parse_params({"train": {"betas": betas}}, "p.yaml")

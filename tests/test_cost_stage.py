@@ -130,6 +130,13 @@ def test_compare_via_cli_and_missing_store(staged, tmp_path, capsys):
         compare.run(args)
 
 
+def test_compare_against_a_server_that_is_down_is_one_line(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:9")  # discard port: refused
+    assert cli.main(["cost", "compare"]) == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(errors) == 1 and "cannot read the MLflow runs" in errors[0], errors
+
+
 def test_stage_errors_name_the_file(staged, tmp_path):
     argv = list(staged["argv"])
     argv[1] = str(tmp_path / "missing.json")

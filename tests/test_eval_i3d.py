@@ -113,3 +113,11 @@ def test_features_are_1024_d_and_use_batch_statistics():
     assert np.allclose(i3d_features(model, clip, torch.device("cpu")), first, atol=1e-6)
     model.set_batch_stats(False)
     assert not np.allclose(i3d_features(model, clip, torch.device("cpu")), first, atol=1e-3)
+
+
+def test_a_pickled_module_is_refused_in_one_line(tmp_path):
+    path = tmp_path / "model.pt"
+    torch.save(torch.nn.Linear(2, 2), path)  # a whole module: unpickling would run code
+    with pytest.raises(UserError, match="refused") as info:
+        load_i3d(path, torch.device("cpu"))
+    assert "\n" not in str(info.value)

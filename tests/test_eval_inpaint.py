@@ -168,3 +168,21 @@ def test_checkpoint_variant_is_detected_and_a_mismatch_is_one_line(tmp_path):
     torch.save({"conv.weight": torch.zeros(1)}, other)
     with pytest.raises(UserError, match="not an E2FGVI generator checkpoint"):
         load_window_model(other, None, CPU)
+
+
+@pytest.mark.parametrize("option", ["--neighbor-stride", "--ref-length", "--window-batch"])
+def test_zero_strides_are_refused_by_the_parser(tmp_path, capsys, option):
+    argv = ["inpaint", "--video", "v.mp4", "--masks", "m", "--checkpoint", "c.pth",
+            "--out", str(tmp_path / "out.mp4"), option, "0"]  # fmt: skip
+    with pytest.raises(SystemExit) as info:
+        cli.main(argv)
+    assert info.value.code == 2
+    assert f"argument {option}: must be at least 1, got 0" in capsys.readouterr().err
+
+
+def test_a_pickled_module_as_checkpoint_is_refused_in_one_line(tmp_path):
+    path = tmp_path / "model.pth"
+    torch.save(torch.nn.Linear(2, 2), path)
+    with pytest.raises(UserError, match="refused") as info:
+        load_window_model(path, None, CPU)
+    assert "\n" not in str(info.value)

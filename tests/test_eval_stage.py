@@ -88,3 +88,15 @@ def test_missing_run_file_is_a_user_error(workspace):
     (root / "run" / "mlflow_run.json").unlink()
     with pytest.raises(UserError, match="run the train stage first"):
         stage.main(_argv(root))
+
+
+@pytest.mark.parametrize("window", [16, 65])
+def test_ssim_window_that_skimage_refuses_is_a_one_line_error_before_evaluating(workspace, window):
+    root, _, _ = workspace
+    raw = yaml.safe_load((root / "params.yaml").read_text())
+    raw["eval"]["ssim_window"] = window  # even, or wider than the 60-pixel sample frames
+    (root / "params.yaml").write_text(yaml.safe_dump(raw))
+    with pytest.raises(UserError, match=r"eval\.ssim_window") as info:
+        stage.main(_argv(root))
+    assert "\n" not in str(info.value)
+    assert not (root / "reports" / "eval").exists()

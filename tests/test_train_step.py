@@ -89,3 +89,20 @@ def test_rollback_restores_the_checkpoint_and_nan_never_reaches_one(tiny, tmp_pa
         assert torch.equal(value, reference[key]), key
     step, meta = netlib.resume(netlib.build_nets(tiny, None, CPU), tmp_path)
     assert step == 4 and meta == {"run_id": None}
+
+
+def test_rollback_keeps_the_lr_schedule_on_the_iteration_count(tiny, tmp_path):
+    train = tiny.train.model_copy(update={"milestones": [6], "gamma": 0.1})
+    nets = netlib.build_nets(tiny.model_copy(update={"train": train}), None, CPU)
+    schedules = (nets.gen_schedule, nets.dis_schedule)
+    for _ in range(4):
+        for schedule in schedules:
+            schedule.step()
+    assert netlib.save(nets, tmp_path, 4, {}, keep=2) is not None
+    for _ in range(3):  # iterations 5, 6 (the milestone) and 7, the one that rolls back
+        for schedule in schedules:
+            schedule.step()
+    assert netlib.rollback(nets, tmp_path, 7)
+    assert [s.last_epoch for s in schedules] == [7, 7]
+    for optimizer in (nets.gen_optimizer, nets.dis_optimizer):
+        assert optimizer.param_groups[0]["lr"] == pytest.approx(train.lr * 0.1)

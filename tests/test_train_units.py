@@ -10,7 +10,7 @@ from e2fgvi.config import Params, TrainParams
 from e2fgvi.data.dataset import StepSampler
 from e2fgvi.errors import UserError
 from e2fgvi.train import checkpoint, optim, provenance
-from e2fgvi.train.distributed import World, per_rank_batch, torchrun_command
+from e2fgvi.train.distributed import World, per_rank_batch, select_device, torchrun_command
 from e2fgvi.train.telemetry import Averager, History
 
 
@@ -128,3 +128,55 @@ def test_averager_and_history(tmp_path):
     resumed = History(path, 2)
     assert [int(r["step"]) for r in resumed.rows] == [1, 2]
     assert resumed.last() == {"step": 2.0, "loss": 2.0}
+
+
+def test_each_rank_gets_its_own_gpu_or_a_one_line_error(monkeypatch):
+    chosen = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "set_device", chosen.append)
+    assert select_device("auto", 1) == torch.device("cuda", 1) and chosen == [1]
+    with pytest.raises(UserError, match=r"nproc_per_node to at most 2") as info:
+        select_device("cuda", 2)  # would share cuda:0 with rank 0: NCCL refuses that
+    assert "\n" not in str(info.value) and chosen == [1]
+    assert select_device("cpu", 5) == torch.device("cpu")
+
+
+def test_checkpoint_artifact_is_logged_without_hard_links(tmp_path, monkeypatch):
+    from e2fgvi import tracking
+    from e2fgvi.train.telemetry import log_checkpoint
+
+    def no_links(*args, **kwargs):
+        raise OSError("hard links not supported here")
+
+    monkeypatch.setattr("os.link", no_links)  # e.g. a FUSE or SMB mount for the run folder
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    ckpt = tmp_path / "run" / "ckpt_0000002.pth"
+    ckpt.parent.mkdir()
+    ckpt.write_bytes(b"weights")
+    uri = tracking.tracking_uri(tmp_path / "mlruns")
+    logger = tracking.RunLogger(uri, "ckpt-test", artifact_root=tmp_path / "mlruns")
+    log_checkpoint(logger, ckpt, enabled=True)
+    assert logger.close()
+    assert tracking.list_artifacts(uri, logger.run_id, "checkpoints") == ["checkpoints/latest.pth"]
+    assert ckpt.read_bytes() == b"weights"
+
+
+def test_final_figures_of_a_diverged_run_are_strict_json(tmp_path, params, monkeypatch):
+    from types import SimpleNamespace
+
+    from e2fgvi import tracking
+    from e2fgvi.atomic import write_json
+    from e2fgvi.train import loop
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    history = History(tmp_path / "history.csv", 0)
+    history.append(40, {"loss/generator": float("nan"), "loss/hole": 0.5})
+    uri = tracking.tracking_uri(tmp_path / "mlruns")
+    run = tracking.RunLogger(uri, "nan-test", artifact_root=tmp_path / "mlruns")
+    session = loop._Session(run, History(tmp_path / "history.csv", 40), {})
+    paths = loop.TrainPaths(tmp_path, tmp_path / "train.json", None, tmp_path, tmp_path / "mlruns")
+    nets = SimpleNamespace(generator=torch.nn.Linear(1, 1))
+    figures = loop._finish(nets, params, paths, session, {}, [2.0], 0, 3)
+    assert figures["loss_generator"] is None and figures["loss_hole"] == 0.5
+    write_json(tmp_path / "train_metrics.json", figures)  # raised ValueError on NaN

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -127,7 +127,10 @@ class TrainParams(_Section):
     num_workers: int = Field(default=2, ge=0)  # per rank
     iterations: int = Field(default=500_000, ge=1)
     lr: float = Field(default=1e-4, gt=0)
-    betas: list[float] = Field(default_factory=lambda: [0.0, 0.99])
+    # Adam's (beta1, beta2), each in [0, 1): checked here, not at the first optimizer step.
+    betas: list[Annotated[float, Field(ge=0, lt=1)]] = Field(
+        default_factory=lambda: [0.0, 0.99], min_length=2, max_length=2
+    )
     spynet_lr: float = Field(default=1.0, ge=0)
     milestones: list[int] = Field(default_factory=lambda: [400_000])
     gamma: float = Field(default=0.1, gt=0)

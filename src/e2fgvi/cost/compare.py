@@ -102,7 +102,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     if not os.environ.get("MLFLOW_TRACKING_URI") and not (args.mlruns / "mlflow.db").exists():
         raise UserError(f"{args.mlruns}: no MLflow store here (mlflow.db); pass --mlruns DIR")
-    runs = tracking.search_runs(tracking.tracking_uri(args.mlruns), args.experiment)
+    uri = tracking.tracking_uri(args.mlruns)
+    try:
+        runs = tracking.search_runs(uri, args.experiment)
+    except Exception as exc:  # MLflow raises its own and requests' errors for a server that is down
+        raise UserError(
+            f"{uri}: cannot read the MLflow runs ({type(exc).__name__}); start the tracking "
+            "server or fix MLFLOW_TRACKING_URI"
+        ) from None
     table = rows(runs)
     # The table is this command's output, so it goes to stdout (logs go to stderr).
     sys.stdout.write(render(table, args.format))

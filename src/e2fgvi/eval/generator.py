@@ -49,13 +49,12 @@ def _state_keys(obj: object) -> set[str]:
 
 def checkpoint_variant(checkpoint: Path) -> str | None:
     """Which variant a checkpoint holds: HQ has ``sc.bias_conv.*``, E2FGVI ``sc.bias``."""
-    try:
-        obj = torch.load(checkpoint, map_location="cpu", weights_only=True)
-    except FileNotFoundError as exc:
-        raise UserError(f"{checkpoint}: checkpoint not found; train first or fix the path") from exc
-    except Exception as exc:  # any unreadable file gets the same one-line advice
-        raise UserError(f"{checkpoint}: not a readable PyTorch checkpoint ({exc})") from exc
-    keys = _state_keys(obj)
+    from e2fgvi.model.checkpoint import read_weights
+
+    if not checkpoint.is_file():
+        raise UserError(f"{checkpoint}: checkpoint not found; train first or fix the path")
+    # read_weights: weights_only=True, and one line (torch's own refusal text is six lines).
+    keys = _state_keys(read_weights(checkpoint))
     if "sc.bias_conv.weight" in keys:
         return "e2fgvi_hq"
     return "e2fgvi" if "sc.bias" in keys else None

@@ -147,10 +147,9 @@ class InceptionI3d(nn.Module):
 
 def load_i3d(path: Path, device: torch.device) -> InceptionI3d:
     """Build the I3D and load ``rgb_imagenet.pt`` strictly; a bad file is a UserError."""
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # any unreadable file gets the same one-line advice
-        raise UserError(f"{path}: not a readable I3D state_dict ({exc}); re-fetch it") from exc
+    from e2fgvi.model.checkpoint import read_weights
+
+    state = read_weights(path)  # weights_only=True; every failure is one line
     model = InceptionI3d()
     try:
         model.load_state_dict(state, strict=True)

@@ -26,6 +26,18 @@ from e2fgvi.eval.video_io import FrameSink, read_masks, read_video
 log = logging.getLogger(__name__)
 
 
+def _count(minimum: int):
+    """An argparse type: an int >= ``minimum`` (0 strides would loop forever or crash later)."""
+
+    def parse(text: str) -> int:
+        value = int(text)
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+        return value
+
+    return parse
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--video", type=Path, required=True, help="mp4 file or folder of frames")
     parser.add_argument(
@@ -39,12 +51,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="model variant (default: read from the checkpoint)",
     )
     parser.add_argument("--out", type=Path, required=True, help="output .mp4 or folder of PNGs")
-    parser.add_argument("--neighbor-stride", type=int, default=5)
-    parser.add_argument("--ref-length", type=int, default=10)
-    parser.add_argument("--dilation", type=int, default=4, help="3x3-cross mask dilations")
+    parser.add_argument("--neighbor-stride", type=_count(1), default=5)
+    parser.add_argument("--ref-length", type=_count(1), default=10)
+    parser.add_argument("--dilation", type=_count(0), default=4, help="3x3-cross mask dilations")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     parser.add_argument("--fps", type=float, default=None, help="output fps (default: input's)")
-    parser.add_argument("--window-batch", type=int, default=1, help="windows per model call")
+    parser.add_argument("--window-batch", type=_count(1), default=1, help="windows per model call")
     parser.add_argument("--bf16", action="store_true", help="autocast windows to bfloat16 (GPU)")
 
 

@@ -34,6 +34,12 @@ def main(argv: list[str] | None = None) -> None:
             f"params.yaml: eval.width/height {cfg.width}x{cfg.height} cannot run variant e2fgvi "
             "(432x240 only); set them to 432/240 or use model.variant e2fgvi_hq"
         )
+    side = min(cfg.width, cfg.height)
+    if cfg.ssim_window % 2 == 0 or cfg.ssim_window > side:
+        raise UserError(
+            f"params.yaml: eval.ssim_window {cfg.ssim_window} must be odd and at most the "
+            f"shorter side of eval.width/height ({side}); the official value is 65 at 432x240"
+        )
     run_info = read_run_file(args.run)  # fail before the long part, not after it
     device = pick_device()
     model, _ = load_window_model(args.checkpoint, variant, device)

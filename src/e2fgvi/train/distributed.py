@@ -70,8 +70,14 @@ def select_device(wanted: str, local_rank: int) -> torch.device:
     if wanted == "cuda" and not torch.cuda.is_available():
         raise UserError("train.device is 'cuda' but no CUDA device is visible; use 'auto' or 'cpu'")
     if wanted != "cpu" and torch.cuda.is_available():
-        torch.cuda.set_device(local_rank % torch.cuda.device_count())
-        return torch.device("cuda", torch.cuda.current_device())
+        count = torch.cuda.device_count()
+        if local_rank >= count:  # NCCL refuses two ranks on one GPU ("Duplicate GPU detected")
+            raise UserError(
+                f"local rank {local_rank} has no GPU of its own ({count} visible): set "
+                f"train.nproc_per_node to at most {count}, or train.device: cpu"
+            )
+        torch.cuda.set_device(local_rank)
+        return torch.device("cuda", local_rank)
     if wanted == "auto":
         log.info("no CUDA device: training on the CPU (fine for the sample profile only)")
     return torch.device("cpu")

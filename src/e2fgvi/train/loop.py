@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import statistics
 from dataclasses import dataclass
 from pathlib import Path
@@ -315,5 +316,10 @@ def _finish(
         "step_time_median_s": median,
         "clips_per_s": params.train.batch_size / median if median else None,
         "skipped_updates": skipped,
-        **{k.replace("/", "_"): v for k, v in last.items() if k.startswith("loss/")},
+        # A diverged run's last losses are NaN; DVC metrics are strict JSON, so they become null.
+        **{
+            k.replace("/", "_"): v if math.isfinite(v) else None
+            for k, v in last.items()
+            if k.startswith("loss/")
+        },
     }

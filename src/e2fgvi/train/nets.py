@@ -151,6 +151,13 @@ def rollback(nets: Nets, folder: Path, step: int) -> bool:
     if latest is None:
         log.warning("iteration %d: non-finite loss, no checkpoint to roll back to: skipped", step)
         return False
-    load_state_dict(nets, checkpoint.load_checkpoint(latest))
+    state = checkpoint.load_checkpoint(latest)
+    load_state_dict(nets, state)
+    # The schedules count iterations, and iteration ``step`` has already stepped them: bring the
+    # restored ones forward again, or every later milestone would arrive late by the rollback.
+    schedules = [s for s in (nets.gen_schedule, nets.dis_schedule) if s is not None]
+    for _ in range(step - state["step"]):
+        for schedule in schedules:
+            optim.step_schedule(schedule)
     log.warning("iteration %d: non-finite loss; rolled back to %s", step, latest.name)
     return True

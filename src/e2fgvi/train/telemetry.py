@@ -105,8 +105,5 @@ def log_checkpoint(logger: tracking.RunLogger, path: Path, enabled: bool) -> Non
     """The newest checkpoint as the run's artifact ``checkpoints/latest.pth``."""
     if not enabled:
         return
-    latest = path.parent / ".latest-artifact" / "latest.pth"
-    latest.parent.mkdir(exist_ok=True)
-    latest.unlink(missing_ok=True)
-    latest.hardlink_to(path)
-    logger.log_artifact(latest, "checkpoints")
+    # The logger snapshots the file (hard link, else copy) under the new name.
+    logger.log_artifact(path, "checkpoints", name="latest.pth")
