@@ -207,3 +207,17 @@ def test_run_shorter_than_warmup_has_no_forecast_but_a_reason():
     assert report["measured"]["step_time_median_s"] is None
     assert any("FLOPs per step not recorded" in n for n in report["notes"])
     assert any("no cost.peak_tflops entry (fp32) matches ['cpu']" in n for n in report["notes"])
+
+
+def test_resumed_sessions_add_up():
+    from e2fgvi.cost.summary import all_sessions
+
+    first = {"wall_s": 100.0, "gpus": 8, "gpu_energy_j": 3.6e6, "cpu_energy_j": None,
+             "steps_total": 40, "cpu_time_s": 50.0}  # fmt: skip
+    second = {"wall_s": 50.0, "gpus": 4, "gpu_energy_j": 1.8e6, "cpu_energy_j": None,
+              "steps_total": 20, "cpu_time_s": 30.0}  # fmt: skip
+    overall = all_sessions(second, [first])
+    assert overall["sessions"] == 2 and overall["steps_total"] == 60
+    assert overall["wall_s"] == 150.0 and overall["gpu_s"] == 100 * 8 + 50 * 4
+    assert overall["gpu_energy_j"] == 5.4e6 and overall["cpu_energy_j"] is None
+    assert overall["cpu_time_s"] == 80.0

@@ -22,6 +22,8 @@ import torch
 from conftest import ROOT, write_params
 
 from e2fgvi import tracking
+from e2fgvi.config import load_params
+from e2fgvi.cost.summary import summarise
 from e2fgvi.model import InpaintGenerator, load_generator_state
 
 pytestmark = pytest.mark.slow
@@ -42,8 +44,11 @@ LOSSES = ("loss/hole", "loss/valid", "loss/flow", "loss/adversarial", "loss/disc
 
 def _command(data: Path) -> list[str]:
     return [sys.executable, "-m", "e2fgvi.stages.train", "--data", str(data),
-            "--spynet", "spynet.pth", "--out", "run", "--mlruns", "mlruns",
-            "--metrics", "train.json", "--plots", "train_loss.csv"]  # fmt: skip
+            "--spynet", "spynet.pth", "--checkpoints", "run/checkpoints",
+            "--generator", "run/generator.pth", "--cost-record", "run/cost_raw.json",
+            "--run-record", "run/mlflow_run.json", "--params-used", "run/params_used.json",
+            "--mlruns", "mlruns", "--metrics", "train.json",
+            "--plots", "train_loss.csv"]  # fmt: skip
 
 
 def _env(**extra: str) -> dict[str, str]:
@@ -105,7 +110,8 @@ def test_stage_outputs_weights_metrics_and_the_mlflow_run(full_run):
         "12345"
     )
     record = json.loads((full_run / "run" / "cost_raw.json").read_text())
-    assert record["flops_per_step"] > 1e9 and record["clips_per_step"] == 1
+    assert record["totals"]["flops_per_step"] > 1e9 and record["totals"]["clips_per_step"] == 1
+    assert record["previous_sessions"] == [] and record["totals"]["steps_total"] == 5
     ref = json.loads((full_run / "run" / "mlflow_run.json").read_text())
     assert ref["run_id"] and ref["spool"] is None
     run = tracking.search_runs(ref["uri"], ["test-train"])[0]
@@ -139,7 +145,15 @@ def test_sigkill_at_a_random_step_then_rerun_reproduces_the_losses(full_run, tmp
     first = json.loads((tmp_path / "run" / "mlflow_run.json").read_text())["run_id"]
     runs = tracking.search_runs(tracking.tracking_uri(tmp_path / "mlruns"), ["test-train"])
     assert [r.run_id for r in runs] == [first], "the resumed session continues the same run"
-    assert runs[0].tags.get("resumed_from") in {"2", "4"}
+    resumed_from = int(runs[0].tags["resumed_from"])
+    assert resumed_from in {2, 4}
+    # The killed session still counts: its snapshot at its last checkpoint joins the totals.
+    record = json.loads((tmp_path / "run" / "cost_raw.json").read_text())
+    (killed,) = record["previous_sessions"]
+    assert killed["steps_total"] == resumed_from and killed["wall_s"] > 0
+    summary = summarise(record, load_params(tmp_path / "params.yaml").cost, "fp32")
+    assert summary["sessions"] == 2 and summary["steps_total"] == 5
+    assert summary["wall_h"] * 3600 > record["totals"]["wall_s"] + killed["wall_s"] - 1e-6
 
 
 def test_ddp_with_two_gloo_processes_shards_the_global_batch(full_run, tmp_path, sample_dataset):

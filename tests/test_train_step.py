@@ -2,16 +2,35 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
 from e2fgvi.config import Params
+from e2fgvi.errors import UserError
 from e2fgvi.train import nets as netlib
+from e2fgvi.train import provenance, session
 from e2fgvi.train.distributed import World
 from e2fgvi.train.loop import TrainPaths, make_loader, train_step
 from e2fgvi.train.steps import Clips
 
 CPU = World(0, 0, 1, torch.device("cpu"))
+
+
+def run_paths(data: Path, run: Path) -> TrainPaths:
+    """The train stage's paths as dvc.yaml lays them out, under ``run``."""
+    return TrainPaths(
+        frames=data / "JPEGImages",
+        index=data / "train.json",
+        spynet=None,
+        checkpoints=run / "checkpoints",
+        generator=run / "generator.pth",
+        cost_record=run / "cost_raw.json",
+        run_record=run / "mlflow_run.json",
+        params_used=run / "params_used.json",
+        mlruns=run / "mlruns",
+    )
 
 
 @pytest.fixture
@@ -22,8 +41,7 @@ def tiny(params: Params) -> Params:
 
 
 def _batch(tiny: Params, sample_dataset, tmp_path) -> Clips:
-    paths = TrainPaths(sample_dataset / "JPEGImages", sample_dataset / "train.json", None,
-                       tmp_path, tmp_path / "mlruns")  # fmt: skip
+    paths = run_paths(sample_dataset, tmp_path)
     frames, masks = next(iter(make_loader(tiny, paths, CPU, 0)))
     return Clips(frames, masks, tiny.train.num_local_frames)
 
@@ -106,3 +124,26 @@ def test_rollback_keeps_the_lr_schedule_on_the_iteration_count(tiny, tmp_path):
     assert [s.last_epoch for s in schedules] == [7, 7]
     for optimizer in (nets.gen_optimizer, nets.dis_optimizer):
         assert optimizer.param_groups[0]["lr"] == pytest.approx(train.lr * 0.1)
+
+
+def test_resume_refuses_checkpoints_of_other_training_code(tiny, tmp_path):
+    paths = run_paths(tmp_path, tmp_path / "run")
+    current = {"code_fingerprint": provenance.code_fingerprint()}
+    session.check_resume(tiny, paths, CPU, 4, current)  # same code: fine
+    with pytest.raises(UserError, match="different model/training code"):
+        session.check_resume(tiny, paths, CPU, 4, {"code_fingerprint": "0123456789abcdef"})
+    session.check_resume(tiny, paths, CPU, 0, {})  # a fresh start has nothing to check
+    anyway = tiny.model_copy(
+        update={"train": tiny.train.model_copy(update={"resume_any_code": True})}
+    )
+    session.check_resume(anyway, paths, CPU, 4, {"code_fingerprint": "0123456789abcdef"})
+    assert provenance.resume_key(anyway) == provenance.resume_key(tiny)
+
+
+def test_interrupted_checkpoint_writes_are_cleared_on_resume(tiny, tmp_path):
+    paths = run_paths(tmp_path, tmp_path / "run")
+    folder = paths.folder(tiny)
+    folder.mkdir(parents=True)
+    (folder / ".ckpt_0000004.pth.abc.tmp").write_bytes(b"partial")
+    session.check_resume(tiny, paths, CPU, 0, {})
+    assert not list(folder.glob("*.tmp"))

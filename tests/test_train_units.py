@@ -167,16 +167,30 @@ def test_final_figures_of_a_diverged_run_are_strict_json(tmp_path, params, monke
 
     from e2fgvi import tracking
     from e2fgvi.atomic import write_json
-    from e2fgvi.train import loop
+    from e2fgvi.cost.meter import CostMeter
+    from e2fgvi.train import session
+    from e2fgvi.train.session import TrainPaths
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    history = History(tmp_path / "history.csv", 0)
-    history.append(40, {"loss/generator": float("nan"), "loss/hole": 0.5})
+    run_dir = tmp_path / "run"
+    paths = TrainPaths(tmp_path, tmp_path / "train.json", None, run_dir / "checkpoints",
+                       run_dir / "generator.pth", run_dir / "cost_raw.json",
+                       run_dir / "mlflow_run.json", run_dir / "params_used.json",
+                       tmp_path / "mlruns")  # fmt: skip
+    folder = paths.folder(params)
+    History(folder / "history.csv", 0).append(
+        40, {"loss/generator": float("nan"), "loss/hole": 0.5}
+    )
     uri = tracking.tracking_uri(tmp_path / "mlruns")
     run = tracking.RunLogger(uri, "nan-test", artifact_root=tmp_path / "mlruns")
-    session = loop._Session(run, History(tmp_path / "history.csv", 40), {})
-    paths = loop.TrainPaths(tmp_path, tmp_path / "train.json", None, tmp_path, tmp_path / "mlruns")
+    state = session.Session(
+        folder, 0, {"skipped_updates": 3}, run, History(folder / "history.csv", 40)
+    )
+    state.step_times.append(2.0)
+    meter = CostMeter(params.cost, torch.device("cpu"), 1)
+    meter.start()
     nets = SimpleNamespace(generator=torch.nn.Linear(1, 1))
-    figures = loop._finish(nets, params, paths, session, {}, [2.0], 0, 3)
+    figures = session.finish(nets, params, paths, state, meter.stop())
     assert figures["loss_generator"] is None and figures["loss_hole"] == 0.5
+    assert figures["skipped_updates"] == 3
     write_json(tmp_path / "train_metrics.json", figures)  # raised ValueError on NaN

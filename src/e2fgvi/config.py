@@ -140,6 +140,7 @@ class TrainParams(_Section):
     checkpoint_every: int = Field(default=5000, ge=1)
     keep_checkpoints: int = Field(default=3, ge=1)
     on_nonfinite: Literal["skip", "rollback"] = "skip"
+    resume_any_code: bool = False  # resume checkpoints written by other model/training code
     nproc_per_node: int = Field(default=8, ge=1)
     nnodes: int = Field(default=1, ge=1)
     device: Literal["auto", "cpu", "cuda"] = "auto"

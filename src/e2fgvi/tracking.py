@@ -42,6 +42,14 @@ def tracking_uri(store_dir: str | Path) -> str:
     return f"sqlite:///{store / 'mlflow.db'}"
 
 
+def stage_uri(store_dir: str | Path, recorded: str | None) -> str:
+    """The URI a later stage logs to: this environment's, warning when train used another."""
+    uri = tracking_uri(store_dir)
+    if recorded and recorded != uri:
+        log.warning("the train stage logged to %s; this stage logs to %s", recorded, uri)
+    return uri
+
+
 def _client(uri: str):
     from mlflow.tracking import MlflowClient
 
@@ -160,6 +168,11 @@ class RunLogger:
             self._pending.clear()
             return True
 
+    @property
+    def stash_dir(self) -> Path | None:
+        """The folder holding snapshots of artifacts not yet sent (None when there are none)."""
+        return self._stash
+
     def close(self) -> bool:
         """Final flush; spool what could not be sent. True when everything reached MLflow."""
         if self.flush(force=True):
@@ -171,14 +184,14 @@ class RunLogger:
             log.error("MLflow unreachable: %d record(s) could not be sent", len(self._pending))
             return False
         with self._lock:
-            header = {
-                "op": "run",
-                "run_id": self.run_id,
-                "experiment": self.experiment,
-                "run_name": self.run_name,
-            }
-            lines = [json.dumps(r) for r in [header, *self._pending]]
-            write_text(self.spool, "\n".join(lines) + "\n")
+            # Appending keeps what an earlier stage spooled for the same run, in order.
+            lines = [json.dumps(r) for r in self._pending]
+            if not self.spool.exists():
+                header = {"op": "run", "run_id": self.run_id, "experiment": self.experiment,
+                          "run_name": self.run_name}  # fmt: skip
+                lines.insert(0, json.dumps(header))
+            previous = self.spool.read_text() if self.spool.exists() else ""
+            write_text(self.spool, previous + "\n".join(lines) + "\n")
         log.warning(
             "MLflow unreachable: %d record(s) spooled to %s; they are sent by the next stage "
             "that reaches the server",
@@ -292,13 +305,16 @@ def _marker(spool: Path) -> Path:
 
 
 def attach(uri: str, run_id: str | None, spool: Path | None = None, **kwargs: Any) -> RunLogger:
-    """A logger for an existing run; first replays a spool left by an earlier stage."""
+    """A logger for an existing run; first replays a spool left by an earlier stage.
+
+    If the server is still unreachable, this logger's own records join the same spool.
+    """
     if spool is not None:
         if spool.exists():
             run_id = replay_spool(spool, uri) or run_id
         elif run_id is None and _marker(spool).exists():
             run_id = _marker(spool).read_text().strip()
-    return RunLogger(uri=uri, run_id=run_id, **kwargs)
+    return RunLogger(uri=uri, run_id=run_id, spool=spool, **kwargs)
 
 
 @dataclass(frozen=True)

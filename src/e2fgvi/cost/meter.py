@@ -234,9 +234,13 @@ class CostMeter:
 
     def stop(self) -> dict[str, Any]:
         """Stop sampling; this rank's record (JSON-serialisable)."""
-        wall_s = time.perf_counter() - self._t_start
         if self._sampler is not None:
             self._sampler.stop()
+        return self.record()
+
+    def record(self) -> dict[str, Any]:
+        """This rank's record so far, without stopping (checkpoints keep snapshots of it)."""
+        wall_s = time.perf_counter() - self._t_start
         rank, world = _rank()
         times = {k: list(v) for k, v in self._times.items()}
         measured_s = sum(times["step_s"])

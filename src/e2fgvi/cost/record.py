@@ -7,7 +7,7 @@ from typing import Any
 from e2fgvi.errors import UserError
 
 
-def _sum_or_none(values: list[float | None]) -> float | None:
+def sum_or_none(values: list[float | None]) -> float | None:
     """A total only when every part was measured: a partial sum would understate the cost."""
     if not values or any(v is None for v in values):
         return None
@@ -32,7 +32,7 @@ def _gpu_energy(ranks: list[dict[str, Any]]) -> tuple[float | None, list[str]]:
         seen.setdefault(gpu["uuid"], gpu["energy_j"])
         if gpu["energy_source"]:
             sources.add(gpu["energy_source"])
-    return _sum_or_none(list(seen.values())) if seen else None, sorted(sources)
+    return sum_or_none(list(seen.values())) if seen else None, sorted(sources)
 
 
 def _cpu_energy(ranks: list[dict[str, Any]]) -> float | None:
@@ -40,7 +40,7 @@ def _cpu_energy(ranks: list[dict[str, Any]]) -> float | None:
     per_host = {}
     for rank in ranks:
         per_host.setdefault(rank["host"], rank["cpu"]["energy_j"])
-    return _sum_or_none(list(per_host.values()))
+    return sum_or_none(list(per_host.values()))
 
 
 def _stat(ranks: list[dict[str, Any]], key: str, stat: str) -> float | None:
@@ -68,8 +68,8 @@ def totals(ranks: list[dict[str, Any]]) -> dict[str, Any]:
         "step_s_mean": _stat(ranks, "step_s", "mean"),
         "data_wait_s_median": _stat(ranks, "data_wait_s", "median"),
         "compute_s_median": _stat(ranks, "compute_s", "median"),
-        "clips_per_s": _sum_or_none([r["clips_per_s"] for r in ranks]),
-        "flops_per_step": _sum_or_none([r["flops_per_step"] for r in ranks]),
+        "clips_per_s": sum_or_none([r["clips_per_s"] for r in ranks]),
+        "flops_per_step": sum_or_none([r["flops_per_step"] for r in ranks]),
         "gpu_energy_j": gpu_energy,
         "energy_sources": sources,
         "cpu_energy_j": _cpu_energy(ranks),

@@ -9,6 +9,7 @@ import numpy as np
 from e2fgvi.config import CostParams
 from e2fgvi.cost.flops import peak_flops
 from e2fgvi.cost.forecast import StepSample, forecast
+from e2fgvi.cost.record import sum_or_none
 
 _J_PER_KWH = 3.6e6
 
@@ -44,12 +45,31 @@ def _energy(totals: dict[str, Any]) -> dict[str, float | None]:
     }
 
 
+def all_sessions(totals: dict[str, Any], previous: list[dict[str, Any]]) -> dict[str, Any]:
+    """Time, GPU-seconds, energy and CPU time summed over a resumed experiment's sessions.
+
+    ``previous`` holds the totals of the earlier (interrupted or shorter) sessions; each counts
+    up to its last checkpoint snapshot. Step statistics stay those of the latest session.
+    """
+    sessions = [*previous, totals]
+    return {
+        "sessions": len(sessions),
+        "wall_s": sum(t["wall_s"] for t in sessions),
+        "gpu_s": sum(t["wall_s"] * t["gpus"] for t in sessions),
+        "gpu_energy_j": sum_or_none([t["gpu_energy_j"] for t in sessions]),
+        "cpu_energy_j": sum_or_none([t["cpu_energy_j"] for t in sessions]),
+        "steps_total": sum(t["steps_total"] for t in sessions),
+        "cpu_time_s": sum(t["cpu_time_s"] for t in sessions),
+    }
+
+
 def summarise(gathered: dict[str, Any], cfg: CostParams, precision: str) -> dict[str, Any]:
-    """Cost figures of a gathered record under ``cfg``'s prices and peak table."""
+    """Cost figures of a gathered record (all its sessions) under ``cfg``'s prices and peaks."""
     totals, ranks = gathered["totals"], gathered["ranks"]
     gpus = totals["gpus"]
-    gpu_hours = totals["wall_s"] * gpus / 3600.0 if gpus else None
-    energy = _energy(totals)
+    overall = all_sessions(totals, gathered.get("previous_sessions", []))
+    gpu_hours = overall["gpu_s"] / 3600.0 if gpus else None
+    energy = _energy(overall)
     money_gpu = gpu_hours * cfg.price_per_gpu_hour if gpu_hours is not None else None
     money_energy = (
         energy["energy_kwh"] * cfg.price_per_kwh if energy["energy_kwh"] is not None else None
@@ -61,8 +81,9 @@ def summarise(gathered: dict[str, Any], cfg: CostParams, precision: str) -> dict
         "gpus": gpus,
         "ranks": totals["ranks"],
         "precision": precision,
-        "wall_h": totals["wall_s"] / 3600.0,
-        "steps_total": totals["steps_total"],
+        "sessions": overall["sessions"],
+        "wall_h": overall["wall_s"] / 3600.0,
+        "steps_total": overall["steps_total"],
         "steps_measured": totals["steps_measured"],
         "gpu_hours": gpu_hours,
         "gpu_hours_per_1k_iter": steady_gpu_h * 1000 if steady_gpu_h is not None else None,
@@ -85,7 +106,7 @@ def summarise(gathered: dict[str, Any], cfg: CostParams, precision: str) -> dict
         "mfu": _mfu(totals, ranks, cfg, precision),
         "peak_allocated_gb": totals["peak_allocated_gb"],
         "peak_reserved_gb": totals["peak_reserved_gb"],
-        "cpu_hours": totals["cpu_time_s"] / 3600.0,
+        "cpu_hours": overall["cpu_time_s"] / 3600.0,
         "peak_rss_mb": totals["peak_rss_mb"],
         "meter_overhead_pct": (
             100 * totals["overhead_fraction"] if totals["overhead_fraction"] is not None else None
@@ -99,6 +120,7 @@ METRIC_KEYS = (
     "energy_cpu_kwh", "gpu_power_w", "money", "step_time_median_s", "step_time_p90_s",
     "data_wait_median_s", "compute_median_s", "clips_per_s", "clips_per_s_per_gpu", "mfu",
     "peak_allocated_gb", "peak_reserved_gb", "cpu_hours", "peak_rss_mb", "meter_overhead_pct",
+    "sessions",
 )  # fmt: skip
 
 

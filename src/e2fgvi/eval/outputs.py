@@ -12,7 +12,7 @@ from e2fgvi.atomic import write_json, write_text
 from e2fgvi.errors import UserError
 from e2fgvi.eval.evaluate import EvalReport
 from e2fgvi.eval.strip import write_png
-from e2fgvi.tracking import attach, tracking_uri
+from e2fgvi.tracking import attach, stage_uri
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +60,7 @@ def log_to_mlflow(
     Returns True when everything reached MLflow (otherwise it is spooled or logged as lost).
     """
     spool = Path(info["spool"]) if info.get("spool") else None
-    logger = attach(info.get("uri") or tracking_uri(mlruns), info["run_id"], spool)
+    logger = attach(stage_uri(mlruns, info.get("uri")), info["run_id"], spool)
     summary = report.summary()
     names = ("psnr", "ssim", "vfid", "frames", "fps")
     logger.log_metrics({f"eval/{k}": summary[k] for k in names}, step=0)

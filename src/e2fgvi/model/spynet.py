@@ -35,7 +35,8 @@ def flow_warp(x: Tensor, flow: Tensor, padding_mode: str = "zeros") -> Tensor:
     sample_x = 2.0 * sample_x / max(w - 1, 1) - 1.0
     sample_y = 2.0 * sample_y / max(h - 1, 1) - 1.0
     grid = torch.stack((sample_x, sample_y), dim=3)  # (n, h, w, 2)
-    if not torch.is_autocast_enabled(x.device.type):  # autocast runs grid_sample in fp32 itself
+    # Autocast runs grid_sample in fp32 itself; otherwise the grid must match x (e.g. bf16).
+    if grid.dtype != x.dtype and not torch.is_autocast_enabled(x.device.type):
         grid = grid.to(x.dtype)
     return F.grid_sample(x, grid, mode="bilinear", padding_mode=padding_mode, align_corners=True)
 

@@ -46,10 +46,7 @@ def main(argv: list[str] | None = None) -> None:
     paths = write_report(args.out, report, gathered["ranks"])
     log.info("cost report written to %s", args.out)
 
-    uri = tracking.tracking_uri(args.mlruns)
-    if recorded_uri and recorded_uri != uri:
-        log.warning("train stage logged to %s; the cost stage logs to %s", recorded_uri, uri)
-    logger = tracking.attach(uri, run_id, spool)
+    logger = tracking.attach(tracking.stage_uri(args.mlruns, recorded_uri), run_id, spool)
     log_report(logger, report, [*paths, args.record], kind="train")
     logger.close()
 

@@ -25,7 +25,11 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, required=True, help="prepared YouTube-VOS folder")
     parser.add_argument("--spynet", type=Path, required=True, help="pretrained SPyNet weights")
-    parser.add_argument("--out", type=Path, required=True, help="run folder (checkpoints, ...)")
+    parser.add_argument("--checkpoints", type=Path, required=True, help="checkpoint folder")
+    parser.add_argument("--generator", type=Path, required=True, help="final generator weights")
+    parser.add_argument("--cost-record", type=Path, required=True, help="the cost meter's record")
+    parser.add_argument("--run-record", type=Path, required=True, help="MLflow run reference")
+    parser.add_argument("--params-used", type=Path, required=True, help="params of this run")
     parser.add_argument("--mlruns", type=Path, required=True, help="MLflow store folder")
     parser.add_argument("--metrics", type=Path, required=True, help="DVC metrics JSON")
     parser.add_argument("--plots", type=Path, required=True, help="DVC loss-curve CSV")
@@ -43,14 +47,18 @@ def main(argv: list[str] | None = None) -> None:
         frames=args.data / "JPEGImages",
         index=args.data / "train.json",
         spynet=spynet,
-        run_dir=args.out,
+        checkpoints=args.checkpoints,
+        generator=args.generator,
+        cost_record=args.cost_record,
+        run_record=args.run_record,
+        params_used=args.params_used,
         mlruns=args.mlruns,
     )
     figures = train(params, paths)
     if figures is None:  # not rank 0
         return
     write_json(args.metrics, figures)
-    history = paths.checkpoints(params) / "history.csv"
+    history = paths.folder(params) / "history.csv"
     write_bytes(args.plots, history.read_bytes())
     log.info("trained %d iterations; metrics in %s", cfg.iterations, args.metrics)
 

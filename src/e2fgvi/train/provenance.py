@@ -17,6 +17,7 @@ from e2fgvi.config import Params
 RESUME_EXEMPT = frozenset(
     {
         "iterations",
+        "resume_any_code",
         "log_every",
         "image_every",
         "checkpoint_every",
@@ -56,15 +57,31 @@ def resume_key(params: Params) -> str:
     return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()[:12]
 
 
-def stage_fingerprint(params: Params, dep_files: list[Path]) -> str:
-    """Hash of the train stage's inputs (its params and dependency files), like DVC's view."""
-    digest = hashlib.sha256(resume_key(params).encode())
-    for path in sorted(dep_files):
-        files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
-        for file in files:
-            if file.suffix != ".pyc":
-                digest.update(file.name.encode())
-                digest.update(file.read_bytes())
+# The package modules whose code decides the training trajectory (not logging or cost code).
+_TRAJECTORY_CODE = (
+    "model",
+    "train/losses.py",
+    "train/steps.py",
+    "train/optim.py",
+    "train/nets.py",
+    "train/precision.py",
+    "train/loop.py",
+    "data/dataset.py",
+    "data/masks.py",
+    "data/frames.py",
+    "data/prepare.py",
+)
+
+
+def code_fingerprint() -> str:
+    """Hash of the training-trajectory source files (stored in checkpoints, tagged on the run)."""
+    package = Path(__file__).resolve().parents[1]
+    digest = hashlib.sha256()
+    for entry in _TRAJECTORY_CODE:
+        path = package / entry
+        for file in sorted(path.glob("*.py")) if path.is_dir() else [path]:
+            digest.update(file.relative_to(package).as_posix().encode())
+            digest.update(file.read_bytes())
     return digest.hexdigest()[:16]
 
 
@@ -72,6 +89,7 @@ def environment_tags(device: torch.device, world_size: int) -> dict[str, Any]:
     """Library versions and the device, as MLflow tags."""
     tags: dict[str, Any] = {
         "git.commit": git_commit(),
+        "code_fingerprint": code_fingerprint(),
         "torch": torch.__version__,
         "cuda": torch.version.cuda or "none",
         "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else "none",

@@ -74,18 +74,20 @@ class History:
 def open_run(
     params: Params, mlruns: Path, spool: Path, run_id: str | None, tags: dict[str, Any]
 ) -> tracking.RunLogger:
-    """The experiment's MLflow run: created on a fresh start, re-attached on resume."""
-    uri = tracking.tracking_uri(mlruns)
-    logger = tracking.RunLogger(
-        uri=uri,
+    """The experiment's MLflow run: created on a fresh start, re-attached on resume.
+
+    Records an earlier session spooled while the server was down are sent first.
+    """
+    logger = tracking.attach(
+        tracking.tracking_uri(mlruns),
+        run_id,
+        spool,
         experiment=params.tracking.experiment,
-        run_id=run_id,
         run_name=params.tracking.run_name,
         artifact_root=mlruns,
-        spool=spool,
         retry_interval_s=params.tracking.retry_interval_s,
     )
-    if run_id is None:
+    if logger.run_id is None:
         logger.log_params(flatten(params))
     logger.set_tags(tags)
     return logger

@@ -1,0 +1,200 @@
+"""One training session's bookkeeping: resume checks, the MLflow run, checkpoints, outputs.
+
+A *session* is one process run of the train stage, from a fresh start or a resumed checkpoint
+to the last iteration (or a kill). Rank 0 keeps the MLflow run and the loss history; at every
+checkpoint every rank contributes a snapshot of its cost record, so an interrupted session's
+time and energy still count when the experiment's cost is totalled.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import shutil
+import statistics
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from e2fgvi.atomic import atomic_open, write_json
+from e2fgvi.config import Params, params_hash
+from e2fgvi.cost.meter import CostMeter
+from e2fgvi.cost.record import as_gathered
+from e2fgvi.errors import UserError
+from e2fgvi.train import nets as netlib
+from e2fgvi.train import precision, provenance
+from e2fgvi.train.distributed import World, any_rank, barrier
+from e2fgvi.train.telemetry import History, log_checkpoint, open_run, run_record
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TrainPaths:
+    """Where training reads and writes, each given by dvc.yaml through the stage's arguments."""
+
+    frames: Path  # data/youtube-vos/JPEGImages
+    index: Path  # data/youtube-vos/train.json
+    spynet: Path | None  # pretrained SPyNet file (None: random init)
+    checkpoints: Path  # data/run/checkpoints (one sub-folder per configuration)
+    generator: Path  # data/run/generator.pth
+    cost_record: Path  # data/run/cost_raw.json
+    run_record: Path  # data/run/mlflow_run.json (its spool sits beside it)
+    params_used: Path  # data/run/params_used.json
+    mlruns: Path  # MLflow store
+
+    def folder(self, params: Params) -> Path:
+        """One folder per training configuration, so a changed config never resumes another."""
+        return self.checkpoints / provenance.resume_key(params)
+
+    @property
+    def spool(self) -> Path:
+        return self.run_record.with_suffix(".spool.jsonl")
+
+
+@dataclass
+class Session:
+    """Rank 0's view of a session (``run`` and ``history`` are None on other ranks)."""
+
+    folder: Path
+    start: int
+    meta: dict[str, Any]
+    run: Any = None
+    history: History | None = None
+    step_times: list[float] = field(default_factory=list)
+
+    @property
+    def cost_file(self) -> Path:
+        return self.folder / "cost" / f"session_{self.start + 1:07d}.json"
+
+
+def check_resume(params: Params, paths: TrainPaths, world: World, start: int, meta: dict) -> None:
+    """Refuse a resume that would silently mix ranks, code versions or half-written files."""
+    if any_rank(start != _max_start(start, world), world):
+        raise UserError(
+            f"{paths.folder(params)}: the ranks found different checkpoints; the checkpoint "
+            "folder must be on a filesystem that every node shares"
+        )
+    folder = paths.folder(params)
+    for partial in folder.glob(".ckpt_*.tmp"):
+        partial.unlink(missing_ok=True)  # left by a kill in the middle of a checkpoint write
+    written_by = meta.get("code_fingerprint")
+    if start and written_by != provenance.code_fingerprint() and not params.train.resume_any_code:
+        raise UserError(
+            f"{folder}: its checkpoints were written by different model/training code "
+            f"({written_by} vs {provenance.code_fingerprint()}); move that folder away to train "
+            "afresh, or set train.resume_any_code: true to continue with the new code"
+        )
+
+
+def _max_start(start: int, world: World) -> int:
+    if not world.distributed:
+        return start
+    value = torch.tensor([start], device=world.device)
+    torch.distributed.all_reduce(value, op=torch.distributed.ReduceOp.MAX)
+    return int(value.item())
+
+
+def open_session(
+    params: Params, paths: TrainPaths, world: World, start: int, meta: dict
+) -> Session:
+    """The session's MLflow run (created, or re-attached on resume) and loss history."""
+    folder = paths.folder(params)
+    if not world.is_main:
+        return Session(folder, start, meta)
+    tags = {
+        **provenance.environment_tags(world.device, world.size),
+        **precision.speed_tags(params.train, world.device),
+        "resume_key": provenance.resume_key(params),
+        "params_hash": params_hash(params),
+        "train.iterations.current": params.train.iterations,
+    }
+    run = open_run(params, paths.mlruns, paths.spool, meta.get("run_id"), tags)
+    if start:
+        run.set_tags({"resumed_from": start})
+    meta = {
+        **meta,
+        "resume_key": tags["resume_key"],
+        "params_hash": tags["params_hash"],
+        "git_commit": tags["git.commit"],
+        "code_fingerprint": tags["code_fingerprint"],
+    }
+    return Session(folder, start, meta, run, History(folder / "history.csv", start))
+
+
+def checkpoint(
+    nets: netlib.Nets, params: Params, session: Session, step: int, world: World, meter: CostMeter
+) -> None:
+    """Checkpoint (rank 0) plus every rank's cost snapshot; all ranks must call it."""
+    snapshot = meter.gather(meter.record())
+    if world.is_main:
+        session.meta["run_id"] = session.run.run_id
+        path = netlib.save(nets, session.folder, step, session.meta, params.train.keep_checkpoints)
+        if path is not None:
+            log_checkpoint(session.run, path, params.tracking.log_checkpoints)
+        write_json(session.cost_file, as_gathered(snapshot))
+    barrier(world)
+
+
+def _previous_costs(session: Session) -> list[dict[str, Any]]:
+    """Cost records of the earlier sessions of this configuration, oldest first."""
+    files = sorted((session.folder / "cost").glob("session_*.json"))
+    return [json.loads(f.read_text()) for f in files if f.name < session.cost_file.name]
+
+
+def cost_record(session: Session, record: dict[str, Any]) -> dict[str, Any]:
+    """This session's record with the earlier sessions' totals attached (for the cost stage).
+
+    A session that trained nothing (its checkpoint was already final) reports the last session
+    that did, so re-exporting a finished run keeps its measured figures.
+    """
+    earlier = _previous_costs(session)
+    current = as_gathered(record)
+    if current["totals"]["steps_total"] == 0 and earlier:
+        current = earlier.pop()
+    else:
+        write_json(session.cost_file, current)
+    return {**current, "previous_sessions": [r["totals"] for r in earlier]}
+
+
+def finish(
+    nets: netlib.Nets, params: Params, paths: TrainPaths, session: Session, record: dict
+) -> dict[str, Any]:
+    """Rank 0: final weights, cost record, run reference; returns the figures for DVC metrics."""
+    with atomic_open(paths.generator, "wb") as handle:  # the official release format
+        torch.save(netlib.unwrap(nets.generator).state_dict(), handle)
+    write_json(paths.cost_record, cost_record(session, record))
+    write_json(paths.params_used, params.model_dump())
+    session.run.log_artifact(session.history.path, "history")
+    session.run.end()
+    session.run.close()
+    write_json(paths.run_record, run_record(session.run))
+    _drop_stale_stashes(paths, session.run)
+    times = session.step_times
+    median = statistics.median(times) if times else None
+    last = session.history.last()
+    return {
+        "iterations": params.train.iterations,
+        "resumed_from": session.start,
+        "measured_steps": len(times),
+        "step_time_median_s": median,
+        "clips_per_s": params.train.batch_size / median if median else None,
+        "skipped_updates": session.meta.get("skipped_updates", 0),
+        # A diverged run's last losses are NaN; DVC metrics are strict JSON, so they become null.
+        **{
+            k.replace("/", "_"): v if math.isfinite(v) else None
+            for k, v in last.items()
+            if k.startswith("loss/")
+        },
+    }
+
+
+def _drop_stale_stashes(paths: TrainPaths, run: Any) -> None:
+    """Artifact snapshots of killed sessions (never sent, never spooled) are garbage."""
+    spooled = paths.spool.read_text() if paths.spool.exists() else ""
+    for stash in paths.spool.parent.glob("mlflow-stash-*"):
+        if stash.resolve() != run.stash_dir and str(stash.resolve()) not in spooled:
+            shutil.rmtree(stash, ignore_errors=True)
