@@ -118,6 +118,8 @@ def test_run_page_renders_cost_metrics(tmp_path, repo_root, capsys):
     uri, exp_id, run_id = _logged_run(tmp_path)
     server = mlflow_server.start(uri, tmp_path / "artifacts", tmp_path / "server.log")
     try:
+        runs_page = f"{server.url}/#/experiments/{exp_id}/runs"
+        listing = _browse(chromium, runs_page, tmp_path / "profile-list", "--dump-dom")
         page = f"{server.url}/#/experiments/{exp_id}/runs/{run_id}"
         dom = _browse(chromium, page, tmp_path / "profile-dom", "--dump-dom")
         shot = repo_root / "reports" / "ui" / "mlflow_run.png"
@@ -125,6 +127,9 @@ def test_run_page_renders_cost_metrics(tmp_path, repo_root, capsys):
         picture = _browse(chromium, page, tmp_path / "profile-shot", f"--screenshot={shot}")
     finally:
         mlflow_server.stop(server.process)
+    assert listing.returncode == 0 and RUN_NAME in listing.stdout, (
+        "run missing on the experiment page"
+    )
     assert dom.returncode == 0, dom.stderr[-2000:]
     assert RUN_NAME in dom.stdout
     parser = _Rows()
