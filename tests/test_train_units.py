@@ -194,3 +194,21 @@ def test_final_figures_of_a_diverged_run_are_strict_json(tmp_path, params, monke
     assert figures["loss_generator"] is None and figures["loss_hole"] == 0.5
     assert figures["skipped_updates"] == 3
     write_json(tmp_path / "train_metrics.json", figures)  # raised ValueError on NaN
+
+
+def test_a_user_error_raised_in_a_dataloader_worker_stays_one_line(tmp_path):
+    from torch.utils.data import DataLoader, Dataset
+
+    from e2fgvi.errors import one_line
+
+    class Broken(Dataset):
+        def __len__(self):
+            return 1
+
+        def __getitem__(self, index):
+            raise UserError("clip.zip: member 00003.jpg is corrupt; re-run prepare")
+
+    with pytest.raises(UserError) as caught:
+        next(iter(DataLoader(Broken(), num_workers=1)))
+    assert "\n" in str(caught.value)  # torch attaches the worker's traceback
+    assert one_line(caught.value) == "clip.zip: member 00003.jpg is corrupt; re-run prepare"

@@ -11,7 +11,7 @@ import importlib
 import logging
 import sys
 
-from e2fgvi.errors import UserError
+from e2fgvi.errors import UserError, one_line
 from e2fgvi.logs import setup_logging
 
 log = logging.getLogger("e2fgvi")
@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(importlib.import_module(COMMANDS[args.command][0]).run(args) or 0)
     except UserError as exc:
-        log.error("%s", exc)
+        log.error("%s", one_line(exc))
         return 2
     except KeyboardInterrupt:
         log.error("interrupted")

@@ -10,7 +10,7 @@ import logging
 import sys
 from collections.abc import Callable
 
-from e2fgvi.errors import UserError
+from e2fgvi.errors import UserError, one_line
 from e2fgvi.logs import setup_logging
 
 
@@ -20,5 +20,5 @@ def run_stage(main: Callable[[list[str] | None], None]) -> None:
     try:
         main(None)
     except UserError as exc:
-        logging.getLogger("e2fgvi").error("%s", exc)
+        logging.getLogger("e2fgvi").error("%s", one_line(exc))
         sys.exit(2)
