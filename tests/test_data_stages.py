@@ -36,6 +36,9 @@ def project(tmp_path, monkeypatch, repo_root):
     return edit
 
 
+SPYNET = "spynet_20210409-c6c1bd09.pth"
+
+
 def _pngs(folder):
     return sorted(p.name for p in folder.iterdir())
 
@@ -61,7 +64,10 @@ def test_masks_stage_writes_binary_pngs_per_frame(project, tmp_path):
 
 
 def test_pretrained_stage_skips_with_a_manifest(project, tmp_path):
-    pretrained.main(["--out", "pre", "--partial-dir", "pre.partial"])
+    pretrained.main(
+        ["--out", "pre", "--spynet", f"pre/{SPYNET}", "--i3d", "pre/rgb_imagenet.pt",
+         "--partial-dir", "pre.partial"]
+    )  # fmt: skip
     assert _pngs(tmp_path / "pre") == ["manifest.json"]
     manifest = json.loads((tmp_path / "pre" / "manifest.json").read_text())
     assert manifest["spynet"]["file"] == "spynet_20210409-c6c1bd09.pth"
@@ -74,7 +80,10 @@ def test_pretrained_stage_takes_a_local_file(project, tmp_path):
     weights.parent.mkdir()
     weights.write_bytes(b"weights")
     project(data__pretrained__i3d={"fetch": True, "url": str(weights), "sha256": ""})
-    pretrained.main(["--out", "pre", "--partial-dir", "pre.partial"])
+    pretrained.main(
+        ["--out", "pre", "--spynet", f"pre/{SPYNET}", "--i3d", "pre/rgb_imagenet.pt",
+         "--partial-dir", "pre.partial"]
+    )  # fmt: skip
     assert (tmp_path / "pre" / "rgb_imagenet.pt").read_bytes() == b"weights"
     assert json.loads((tmp_path / "pre" / "manifest.json").read_text())["i3d"]["fetched"]
 

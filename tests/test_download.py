@@ -210,18 +210,21 @@ def test_pretrained_checks_the_hash_in_its_name(tmp_path):
     bad = tmp_path / "weights-deadbeef.pth"
     bad.write_bytes(PAYLOAD)
     out = tmp_path / "pretrained"
-    entry = fetch_weight("spynet", PretrainedFile(fetch=True, url=str(good)), out, FAST, tmp_path)
+    dest = out / good.name
+    entry = fetch_weight("spynet", PretrainedFile(fetch=True, url=str(good)), dest, FAST, tmp_path)
     expected = {"file": good.name, "url": str(good), "fetched": True, "sha256": SHA}
     assert entry == {**expected, "bytes": len(PAYLOAD)}
     assert (out / good.name).read_bytes() == PAYLOAD
     with pytest.raises(UserError, match="does not start with deadbeef"):
-        fetch_weight("spynet", PretrainedFile(fetch=True, url=str(bad)), out, FAST, tmp_path)
+        fetch_weight("spynet", PretrainedFile(fetch=True, url=str(bad)), dest, FAST, tmp_path)
 
 
 def test_pretrained_over_http_and_skipped(server, tmp_path):
     item = PretrainedFile(fetch=True, url=server.url, sha256=SHA)
-    entry = fetch_weight("i3d", item, tmp_path / "w", FAST, tmp_path / "p")
+    entry = fetch_weight("i3d", item, tmp_path / "w" / "file.zip", FAST, tmp_path / "p")
     assert entry["fetched"] and (tmp_path / "w" / "file.zip").read_bytes() == PAYLOAD
-    skipped = fetch_weight("i3d", PretrainedFile(url=server.url), tmp_path / "s", FAST, tmp_path)
+    skipped = fetch_weight(
+        "i3d", PretrainedFile(url=server.url), tmp_path / "s" / "f", FAST, tmp_path
+    )
     assert skipped["fetched"] is False and "fetch is false" in skipped["note"]
     assert not (tmp_path / "s").exists()

@@ -77,14 +77,20 @@ def _folder(flag: str | None, var: str | None, root: Path) -> Path | None:
 
 
 def weight_paths(
-    args: argparse.Namespace, params: Params, pretrained: Path | None
+    args: argparse.Namespace,
+    params: Params,
+    pretrained: Path | None,
+    found: dict[str, str] | None = None,
+    root: Path = Path("."),
 ) -> dict[str, Path | None]:
-    """Flags win; else <pretrained>/<the file name at the end of the params URL> (kept as is)."""
+    """Flags win; else dvc.yaml's ``spynet`` / ``i3d`` vars; else <pretrained>/<URL file name>."""
     paths: dict[str, Path | None] = {}
     for name in ("spynet", "i3d"):
         file_name = getattr(params.data.pretrained, name).url.rsplit("/", 1)[-1]
         if getattr(args, name):
             paths[name] = Path(getattr(args, name))
+        elif found and found.get(name):
+            paths[name] = root / found[name]
         else:
             paths[name] = pretrained / file_name if pretrained and file_name else None
     return paths
@@ -147,7 +153,7 @@ def diagnose(args: argparse.Namespace) -> Report:
     checks += check_tools(probe_tools(root), dvc_yaml, uri, unreachable)
     if params is not None:
         pretrained = _folder(args.pretrained, found.get("pretrained"), root)
-        needs = weight_needs(params, weight_paths(args, params, pretrained))
+        needs = weight_needs(params, weight_paths(args, params, pretrained, found, root))
         checks += [check_weight(need) for need in needs]
     return Report(checks, facts, nvml)
 

@@ -193,11 +193,11 @@ def fetch(
 
 
 def fetch_weight(
-    key: str, item: PretrainedFile, out_dir: Path, http: HttpParams, partial_dir: Path
+    key: str, item: PretrainedFile, dest: Path, http: HttpParams, partial_dir: Path
 ) -> dict[str, object]:
-    """Fetch one pretrained file under its original name; returns its manifest entry."""
+    """Fetch one pretrained file to ``dest`` (a path from dvc.yaml); returns its manifest entry."""
     name = Path(unquote(urlparse(item.url).path)).name
-    entry: dict[str, object] = {"file": name, "url": item.url, "fetched": False}
+    entry: dict[str, object] = {"file": dest.name, "url": item.url, "fetched": False}
     if not item.fetch:
         entry["note"] = f"skipped: data.pretrained.{key}.fetch is false in params.yaml"
         return entry
@@ -205,7 +205,6 @@ def fetch_weight(
         raise UserError(f"params.yaml data.pretrained.{key}.url is empty: set a URL or local path")
     # Without a sha256 param, an OpenMMLab-style name still promises the hash's first digits.
     prefix = "" if item.sha256 else name_hash_prefix(name)
-    dest = out_dir / name
     fetch(item.url, dest, http, partial_dir, sha256=item.sha256, prefix=prefix)
     entry.update(fetched=True, sha256=sha256_file(dest), bytes=dest.stat().st_size)
     return entry

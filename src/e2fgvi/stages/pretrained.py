@@ -17,6 +17,8 @@ from e2fgvi.stages import run_stage
 
 parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 parser.add_argument("--out", required=True, type=Path, help="folder for the weight files")
+parser.add_argument("--spynet", required=True, type=Path, help="where the SPyNet file goes")
+parser.add_argument("--i3d", required=True, type=Path, help="where the I3D file goes")
 parser.add_argument(
     "--partial-dir", required=True, type=Path, help="where partial downloads wait to be resumed"
 )
@@ -26,10 +28,13 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     data = load_params().data
     args.out.mkdir(parents=True, exist_ok=True)
-    weights = {"spynet": data.pretrained.spynet, "i3d": data.pretrained.i3d}
+    weights = {
+        "spynet": (data.pretrained.spynet, args.spynet),
+        "i3d": (data.pretrained.i3d, args.i3d),
+    }
     manifest = {
-        key: fetch_weight(key, item, args.out, data.http, args.partial_dir)
-        for key, item in weights.items()
+        key: fetch_weight(key, item, dest, data.http, args.partial_dir)
+        for key, (item, dest) in weights.items()
     }
     write_json(args.out / "manifest.json", manifest)
 
