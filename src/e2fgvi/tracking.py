@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from e2fgvi.atomic import write_text
+from e2fgvi.errors import UserError
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +41,23 @@ def tracking_uri(store_dir: str | Path) -> str:
     store = Path(store_dir).resolve()
     store.mkdir(parents=True, exist_ok=True)
     return f"sqlite:///{store / 'mlflow.db'}"
+
+
+def read_run_reference(path: Path) -> tuple[str, str | None, Path | None]:
+    """(run id, recorded URI, spool file) from the train stage's ``mlflow_run.json``.
+
+    A missing or broken file is one line naming it: later stages check it before their work.
+    """
+    try:
+        raw = json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UserError(f"{path}: not found; run the train stage first (dvc repro train)") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise UserError(f"{path}: not valid JSON ({exc}); rerun the train stage") from None
+    if not isinstance(raw, dict) or not raw.get("run_id"):
+        raise UserError(f"{path}: no 'run_id'; rerun the train stage")
+    spool = raw.get("spool")
+    return str(raw["run_id"]), raw.get("uri"), Path(spool) if spool else None
 
 
 def stage_uri(store_dir: str | Path, recorded: str | None) -> str:

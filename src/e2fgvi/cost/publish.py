@@ -42,15 +42,6 @@ def used_train_params(path: Path) -> TrainParams:
         raise UserError(f"{path}: train.{key}: {first['msg']}; rerun the train stage") from None
 
 
-def run_reference(path: Path) -> tuple[str, str | None, Path | None]:
-    """(run id, recorded tracking URI, spool file) from the train stage's mlflow_run.json."""
-    raw = read_json(path, "the train stage writes it")
-    if not isinstance(raw, dict) or not raw.get("run_id"):
-        raise UserError(f"{path}: no 'run_id'; rerun the train stage")
-    spool = raw.get("spool")
-    return str(raw["run_id"]), raw.get("uri"), Path(spool) if spool else None
-
-
 def switches(train: TrainParams) -> dict[str, Any]:
     """Every speed switch of the run, to be logged beside the figures."""
     return {

@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import logging
 from pathlib import Path
 
 from e2fgvi.atomic import write_json, write_text
-from e2fgvi.errors import UserError
 from e2fgvi.eval.evaluate import EvalReport
 from e2fgvi.eval.strip import write_png
 from e2fgvi.tracking import attach, stage_uri
@@ -35,32 +33,19 @@ def write_outputs(out: Path, report: EvalReport, extra: dict[str, str]) -> dict[
     return paths
 
 
-def read_run_file(path: Path) -> dict[str, str]:
-    """``{"run_id", "uri", "spool"}`` written by the train stage."""
-    try:
-        info = json.loads(path.read_text())
-    except FileNotFoundError as exc:
-        raise UserError(f"{path}: missing; run the train stage first (dvc repro train)") from exc
-    except json.JSONDecodeError as exc:
-        raise UserError(f"{path}: not valid JSON ({exc}); rerun the train stage") from exc
-    if not isinstance(info, dict) or not info.get("run_id"):
-        raise UserError(f"{path}: no run_id; rerun the train stage")
-    return info
-
-
 def log_to_mlflow(
-    info: dict[str, str],
+    reference: tuple[str, str | None, Path | None],
     mlruns: Path,
     report: EvalReport,
     files: dict[str, Path],
     tags: dict[str, str],
 ) -> bool:
-    """Attach to the run of ``info`` (see ``read_run_file``) and log eval/* metrics, tags, files.
+    """Attach to the train stage's run (``tracking.read_run_reference``) and log eval/* to it.
 
     Returns True when everything reached MLflow (otherwise it is spooled or logged as lost).
     """
-    spool = Path(info["spool"]) if info.get("spool") else None
-    logger = attach(stage_uri(mlruns, info.get("uri")), info["run_id"], spool)
+    run_id, recorded_uri, spool = reference
+    logger = attach(stage_uri(mlruns, recorded_uri), run_id, spool)
     summary = report.summary()
     names = ("psnr", "ssim", "vfid", "frames", "fps")
     logger.log_metrics({f"eval/{k}": summary[k] for k in names}, step=0)

@@ -6,13 +6,12 @@ size. Masks: ``test_masks/<video>/<k:05d>.png`` resized with nearest, nonzero = 
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-from e2fgvi.data.frames import VideoZip
+from e2fgvi.data.frames import VideoZip, load_index
 from e2fgvi.errors import UserError
 from e2fgvi.eval.protocol import dilate_mask
 
@@ -22,16 +21,7 @@ FRAMES_DIR, MASKS_DIR, INDEX_FILE = "JPEGImages", "test_masks", "test.json"
 
 def read_index(root: Path) -> dict[str, int]:
     """test.json: video name -> frame count, in file order."""
-    path = root / INDEX_FILE
-    try:
-        index = json.loads(path.read_text())
-    except FileNotFoundError as exc:
-        raise UserError(f"{path}: missing; run the prepare stage (dvc repro prepare)") from exc
-    except json.JSONDecodeError as exc:
-        raise UserError(f"{path}: not valid JSON ({exc}); rerun the prepare stage") from exc
-    if not isinstance(index, dict) or not all(isinstance(n, int) for n in index.values()):
-        raise UserError(f"{path}: expected an object mapping video name to frame count")
-    return index
+    return load_index(root / INDEX_FILE)
 
 
 def load_frames(root: Path, video: str, count: int, size: tuple[int, int]) -> np.ndarray:

@@ -15,7 +15,7 @@ import numpy as np
 from e2fgvi import tracking
 from e2fgvi.config import load_params
 from e2fgvi.cost.flops import precision_of
-from e2fgvi.cost.publish import log_report, read_json, run_reference, switches, used_train_params
+from e2fgvi.cost.publish import log_report, read_json, switches, used_train_params
 from e2fgvi.cost.record import as_gathered
 from e2fgvi.cost.report import write_report
 from e2fgvi.cost.summary import build_report
@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> None:
     raw = read_json(args.record, "the train stage writes it")
     gathered = as_gathered(raw, str(args.record))
     train = used_train_params(args.params_used)
-    run_id, recorded_uri, spool = run_reference(args.run)
+    run_id, recorded_uri, spool = tracking.read_run_reference(args.run)
 
     rng = np.random.default_rng(params.seed)
     report = build_report(gathered, params.cost, precision_of(train.amp, train.tf32), rng)

@@ -11,8 +11,9 @@ from e2fgvi.errors import UserError
 from e2fgvi.eval.evaluate import evaluate
 from e2fgvi.eval.generator import E2FGVI_SIZE, load_window_model, pick_device
 from e2fgvi.eval.i3d import load_i3d
-from e2fgvi.eval.outputs import log_to_mlflow, read_run_file, write_outputs
+from e2fgvi.eval.outputs import log_to_mlflow, write_outputs
 from e2fgvi.stages import run_stage
+from e2fgvi.tracking import read_run_reference
 
 log = logging.getLogger("e2fgvi.stages.evaluate")
 
@@ -40,7 +41,7 @@ def main(argv: list[str] | None = None) -> None:
             f"params.yaml: eval.ssim_window {cfg.ssim_window} must be odd and at most the "
             f"shorter side of eval.width/height ({side}); the official value is 65 at 432x240"
         )
-    run_info = read_run_file(args.run)  # fail before the long part, not after it
+    run_info = read_run_reference(args.run)  # fail before the long part, not after it
     device = pick_device()
     model, _ = load_window_model(args.checkpoint, variant, device)
     i3d, note = None, "VFID off (eval.vfid: false)"
