@@ -10,7 +10,7 @@ import torch
 from e2fgvi.config import Params
 from e2fgvi.errors import UserError
 from e2fgvi.train import nets as netlib
-from e2fgvi.train import provenance, session
+from e2fgvi.train import optim, provenance, session
 from e2fgvi.train.distributed import World
 from e2fgvi.train.loop import TrainPaths, make_loader, train_step
 from e2fgvi.train.steps import Clips
@@ -115,11 +115,11 @@ def test_rollback_keeps_the_lr_schedule_on_the_iteration_count(tiny, tmp_path):
     schedules = (nets.gen_schedule, nets.dis_schedule)
     for _ in range(4):
         for schedule in schedules:
-            schedule.step()
+            optim.step_schedule(schedule)
     assert netlib.save(nets, tmp_path, 4, {}, keep=2) is not None
     for _ in range(3):  # iterations 5, 6 (the milestone) and 7, the one that rolls back
         for schedule in schedules:
-            schedule.step()
+            optim.step_schedule(schedule)
     assert netlib.rollback(nets, tmp_path, 7)
     assert [s.last_epoch for s in schedules] == [7, 7]
     for optimizer in (nets.gen_optimizer, nets.dis_optimizer):
