@@ -74,6 +74,25 @@ def _finite(loss: Tensor, world: World) -> bool:
     return not any_rank(not bool(torch.isfinite(loss)), world)
 
 
+def _update(
+    terms: dict[str, Tensor],
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler,
+    module: torch.nn.Module,
+    schedule: torch.optim.lr_scheduler.LRScheduler,
+    world: World,
+) -> tuple[Tensor, bool]:
+    """Guarded update of one network, then its schedule (which counts iterations, not updates).
+
+    Returns the gradient norm and whether the update happened; ``terms["loss"]`` is detached.
+    """
+    ok = _finite(terms["loss"], world)
+    norm = apply_update(optimizer, scaler, module, terms["loss"], ok)
+    terms["loss"] = terms["loss"].detach()
+    optim.step_schedule(schedule)
+    return norm, ok
+
+
 def train_step(nets: netlib.Nets, clips: Clips, params: Params, world: World) -> StepResult:
     """One official iteration: G forward, D update, G update with the updated D, schedules."""
     amp = precision.autocast(params.train, world.device)
@@ -85,25 +104,19 @@ def train_step(nets: netlib.Nets, clips: Clips, params: Params, world: World) ->
     skipped, critic = 0, None
     if nets.discriminator is not None:
         d = discriminator_step(nets.discriminator, clips, out, amp)
-        ok = _finite(d["loss"], world)
-        skipped += not ok
-        values["grad_norm/discriminator"] = apply_update(
-            nets.dis_optimizer, nets.dis_scaler, nets.discriminator, d["loss"], ok
+        values["grad_norm/discriminator"], ok = _update(
+            d, nets.dis_optimizer, nets.dis_scaler, nets.discriminator, nets.dis_schedule, world
         )
-        d["loss"] = d["loss"].detach()
-        optim.step_schedule(nets.dis_schedule)
+        skipped += not ok
         values |= {f"loss/discriminator_{k}": v for k, v in d.items() if k != "loss"}
         values["loss/discriminator"] = d["loss"]
         critic = netlib.unwrap(nets.discriminator)
     with netlib.frozen(critic) if critic is not None else contextlib.nullcontext():
         g = generator_step(critic, clips, out, teacher, params.loss, amp)
-        ok = _finite(g["loss"], world)
-        skipped += not ok
-        values["grad_norm/generator"] = apply_update(
-            nets.gen_optimizer, nets.gen_scaler, nets.generator, g["loss"], ok
+        values["grad_norm/generator"], ok = _update(
+            g, nets.gen_optimizer, nets.gen_scaler, nets.generator, nets.gen_schedule, world
         )
-    g["loss"] = g["loss"].detach()
-    optim.step_schedule(nets.gen_schedule)
+    skipped += not ok
     values |= {f"loss/{k}": v for k, v in g.items() if k != "loss"}
     values["loss/generator"] = g["loss"]
     return StepResult(values, out.comp.detach(), skipped)
