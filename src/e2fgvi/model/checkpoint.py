@@ -7,7 +7,6 @@ file and the first mismatching keys.
 
 from __future__ import annotations
 
-import pickle
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -17,26 +16,9 @@ from torch import Tensor
 
 from e2fgvi.errors import UserError
 from e2fgvi.model.sizes import VARIANTS, check_variant
+from e2fgvi.weights import CHECKPOINT_FORMAT, read_weights
 
-CHECKPOINT_FORMAT = "e2fgvi-repro/1"
 _SHOWN = 3  # mismatching keys named in one error line
-
-
-def read_weights(path: str | Path) -> Any:
-    """``torch.load`` with weights_only=True on CPU; every failure is a one-line UserError."""
-    path = Path(path)
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise UserError(f"{path}: file not found") from None
-    except pickle.UnpicklingError as exc:
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UserError(
-            f"{path}: refused: the file is not plain weights (it would run code when "
-            f"unpickled: {reason[:120]}); use an official release or an e2fgvi-repro checkpoint"
-        ) from None
-    except (RuntimeError, EOFError, OSError, ValueError) as exc:
-        raise UserError(f"{path}: not a readable PyTorch weights file ({exc!s:.120})") from None
 
 
 def _tensors_only(obj: Any) -> bool:
