@@ -9,9 +9,6 @@ Flows are (dx, dy) in pixels; ``spynet(ref, supp)`` is the flow at ``ref`` that 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from pathlib import Path
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -75,20 +72,13 @@ class SPyNetBasicModule(nn.Module):
 
 
 class SPyNet(nn.Module):
-    """Spatial-pyramid optical flow; randomly initialised until :meth:`load_pretrained`."""
+    """Spatial-pyramid optical flow, randomly initialised (``build.load_spynet_weights`` loads)."""
 
     def __init__(self) -> None:
         super().__init__()
         self.basic_module = nn.ModuleList(SPyNetBasicModule() for _ in range(_LEVELS))
         self.register_buffer("mean", torch.tensor(_IMAGENET_MEAN).view(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor(_IMAGENET_STD).view(1, 3, 1, 1))
-
-    def load_pretrained(self, path: str | Path) -> SPyNet:
-        """Load the OpenMMLab ``spynet_20210409-c6c1bd09.pth`` weights in place; returns self."""
-        from e2fgvi.model.checkpoint import read_spynet_state
-
-        load_spynet_state(self, read_spynet_state(path))
-        return self
 
     def compute_flow(self, ref: Tensor, supp: Tensor) -> Tensor:
         """Flow ref -> supp for images whose sides are multiples of 32."""
@@ -154,10 +144,3 @@ def bidirectional_flows(spynet: SPyNet, local_frames: Tensor) -> tuple[Tensor, T
     flows = spynet(torch.cat([earlier, later]), torch.cat([later, earlier]))
     forward, backward = flows.chunk(2, dim=0)
     return forward.reshape(b, l_t - 1, 2, h, w), backward.reshape(b, l_t - 1, 2, h, w)
-
-
-def load_spynet_state(spynet: SPyNet, state: Mapping[str, Tensor]) -> None:
-    """Copy basic-module weights (keys ``basic_module.*``) into ``spynet`` strictly."""
-    spynet.basic_module.load_state_dict(
-        {k.removeprefix("basic_module."): v for k, v in state.items()}, strict=True
-    )
