@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import yaml
 from _archives import make_release
+from _stages import call_stage
 
 from e2fgvi.errors import UserError
 from e2fgvi.stages import download, masks, prepare, pretrained
@@ -45,7 +46,7 @@ def _pngs(folder):
 
 def test_masks_stage_writes_binary_pngs_per_frame(project, tmp_path):
     (tmp_path / "test.json").write_text(json.dumps({"v1": 5, "v2": 3}))
-    masks.main(["--index", "test.json", "--out", "test_masks"])
+    call_stage(masks, ["--index", "test.json", "--out", "test_masks"])
     out = tmp_path / "test_masks"
     assert _pngs(out) == ["v1", "v2"]
     assert _pngs(out / "v1") == [f"{i:05d}.png" for i in range(5)] and len(_pngs(out / "v2")) == 3
@@ -55,16 +56,16 @@ def test_masks_stage_writes_binary_pngs_per_frame(project, tmp_path):
     before = (out / "v1" / "00002.png").read_bytes()
     # Adding and removing videos leaves the others' masks untouched (per-video seeds).
     (tmp_path / "test.json").write_text(json.dumps({"v0": 2, "v1": 5}))
-    masks.main(["--index", "test.json", "--out", "test_masks"])
+    call_stage(masks, ["--index", "test.json", "--out", "test_masks"])
     assert _pngs(out) == ["v0", "v1"]
     assert (out / "v1" / "00002.png").read_bytes() == before
     project(masks__eval_seed=7)
-    masks.main(["--index", "test.json", "--out", "test_masks"])
+    call_stage(masks, ["--index", "test.json", "--out", "test_masks"])
     assert (out / "v1" / "00002.png").read_bytes() != before
 
 
 def test_pretrained_stage_skips_with_a_manifest(project, tmp_path):
-    pretrained.main(
+    call_stage(pretrained,
         ["--out", "pre", "--spynet", f"pre/{SPYNET}", "--i3d", "pre/rgb_imagenet.pt",
          "--partial-dir", "pre.partial"]
     )  # fmt: skip
@@ -80,7 +81,7 @@ def test_pretrained_stage_takes_a_local_file(project, tmp_path):
     weights.parent.mkdir()
     weights.write_bytes(b"weights")
     project(data__pretrained__i3d={"fetch": True, "url": str(weights), "sha256": ""})
-    pretrained.main(
+    call_stage(pretrained,
         ["--out", "pre", "--spynet", f"pre/{SPYNET}", "--i3d", "pre/rgb_imagenet.pt",
          "--partial-dir", "pre.partial"]
     )  # fmt: skip
@@ -98,9 +99,9 @@ def test_download_local_then_prepare(project, tmp_path):
         data__test={"location": str(test), "sha256": "", "size": 0},
         prepare__resize=[],
     )
-    download.main(["--out", "raw", "--partial-dir", "raw.partial"])
+    call_stage(download, ["--out", "raw", "--partial-dir", "raw.partial"])
     assert os.stat(tmp_path / "raw" / "train_all_frames.zip").st_ino == os.stat(train).st_ino
-    prepare.main(["--raw", "raw", "--out", "yv", "--report", "reports/data.json"])
+    call_stage(prepare, ["--raw", "raw", "--out", "yv", "--report", "reports/data.json"])
     report = json.loads((tmp_path / "reports" / "data.json").read_text())
     assert report["train"]["frames"] == 7 and report["test"]["videos"] == 1
     assert json.loads((tmp_path / "yv" / "test.json").read_text()) == {"b1": 5}
@@ -109,10 +110,10 @@ def test_download_local_then_prepare(project, tmp_path):
 def test_download_stage_explains_missing_locations(project):
     project(data__source="local")
     with pytest.raises(UserError, match=r"data\.train\.location is empty: set it to the path"):
-        download.main(["--out", "raw", "--partial-dir", "raw.partial"])
+        call_stage(download, ["--out", "raw", "--partial-dir", "raw.partial"])
     project(data__source="url", data__train={"location": "/tmp/x.zip", "sha256": "", "size": 0})
     with pytest.raises(UserError, match=r"does not fit data\.source 'url'"):
-        download.main(["--out", "raw", "--partial-dir", "raw.partial"])
+        call_stage(download, ["--out", "raw", "--partial-dir", "raw.partial"])
 
 
 def test_stage_error_is_one_line_and_exit_2(project, tmp_path, repo_root):
