@@ -60,8 +60,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="model variant (default: read from the checkpoint)",
     )
     parser.add_argument("--out", type=Path, required=True, help="output .mp4 or folder of PNGs")
-    parser.add_argument("--neighbor-stride", type=_count(1), default=5)
-    parser.add_argument("--ref-length", type=_count(1), default=10)
+    parser.add_argument(
+        "--neighbor-stride",
+        type=_count(1),
+        default=5,
+        help="a window every N frames, with N neighbours each side",
+    )
+    parser.add_argument(
+        "--ref-length", type=_count(1), default=10, help="a reference frame every N frames"
+    )
     parser.add_argument("--dilation", type=_count(0), default=4, help="3x3-cross mask dilations")
     parser.add_argument(
         "--device", type=_device_name, default="auto", help="auto, cpu, cuda or cuda:N"
