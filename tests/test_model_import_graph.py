@@ -10,8 +10,10 @@ import ast
 from pathlib import Path
 
 import pytest
+import yaml
 
-PACKAGE = Path(__file__).resolve().parents[1] / "src" / "e2fgvi"
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGE = ROOT / "src" / "e2fgvi"
 # The parts of the package these checks cover (the others have their own owners' checks).
 AREA = ("e2fgvi.model", "e2fgvi.data", "e2fgvi.eval", "e2fgvi.doctor", "e2fgvi.cli")
 AREA += tuple(f"e2fgvi.stages.{s}" for s in ("download", "pretrained", "prepare", "masks"))
@@ -123,15 +125,40 @@ def test_no_import_cycle_in_model_data_eval_doctor_and_entry_points():
     assert cycles == []
 
 
-def test_training_data_code_does_not_reach_prepare_code():
-    graph = _graph()
-    seen, todo = set(), ["e2fgvi.data.dataset"]
+def _reachable(graph: dict[str, set[str]], start: str) -> set[str]:
+    """``start`` and every module it imports, directly or through others."""
+    seen, todo = {start}, [start]
     while todo:
         for child in graph[todo.pop()] - seen:
             seen.add(child)
             todo.append(child)
+    return seen
+
+
+def test_training_data_code_does_not_reach_prepare_code():
+    seen = _reachable(_graph(), "e2fgvi.data.dataset")
     assert "e2fgvi.data.frames" in seen
     assert "e2fgvi.data.prepare" not in seen
+
+
+def _src_deps(stage: dict) -> set[str]:
+    """The stage's deps under src/, folders expanded to their Python files."""
+    files = set()
+    for dep in stage["deps"]:
+        path = ROOT / dep
+        if dep.startswith("src/"):
+            found = sorted(path.rglob("*.py")) if path.is_dir() else [path]
+            files |= {f.relative_to(ROOT).as_posix() for f in found}
+    return files
+
+
+@pytest.mark.parametrize("name", ["download", "pretrained", "prepare", "masks", "evaluate"])
+def test_stage_deps_are_exactly_the_modules_it_runs(name):
+    stage = yaml.safe_load((ROOT / "dvc.yaml").read_text(encoding="utf-8"))["stages"][name]
+    modules = _modules()
+    assert f"python -m e2fgvi.stages.{name} " in stage["cmd"]
+    runs = _reachable(_graph(), f"e2fgvi.stages.{name}")
+    assert _src_deps(stage) == {modules[m].relative_to(ROOT).as_posix() for m in runs}
 
 
 def _calls_torch_load(path: Path) -> bool:
