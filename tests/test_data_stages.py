@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import subprocess
@@ -123,3 +124,17 @@ def test_stage_error_is_one_line_and_exit_2(project, tmp_path, repo_root):
     assert result.returncode == 2
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and "none.json: index not found" in lines[0], result.stderr
+
+
+@pytest.mark.parametrize("name", ["download", "pretrained", "prepare", "masks", "evaluate"])
+def test_stage_modules_are_add_arguments_plus_run(name, repo_root):
+    """Each stage builds its parser on demand (e2fgvi.entry runs it); no module-level parser."""
+    module = importlib.import_module(f"e2fgvi.stages.{name}")
+    assert callable(module.add_arguments) and callable(module.run)
+    assert not hasattr(module, "parser") and not hasattr(module, "main")
+    help_text = subprocess.run(
+        [sys.executable, "-m", f"e2fgvi.stages.{name}", "--help"],
+        capture_output=True, text=True, check=True,
+        env={**os.environ, "PYTHONPATH": str(repo_root / "src")},
+    ).stdout  # fmt: skip
+    assert help_text.startswith(f"usage: python -m e2fgvi.stages.{name}") and "--out" in help_text

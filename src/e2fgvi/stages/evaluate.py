@@ -1,4 +1,4 @@
-"""DVC stage ``evaluate``: score the trained generator on the test split like the paper."""
+"""DVC stage evaluate: score the trained generator on the test split like the paper."""
 
 from __future__ import annotations
 

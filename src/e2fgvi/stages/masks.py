@@ -1,4 +1,4 @@
-"""DVC stage ``masks``: fixed evaluation masks for the test split, one PNG per frame.
+"""DVC stage masks: fixed evaluation masks for the test split, one PNG per frame.
 
 Each video's masks come from a generator seeded by (``masks.eval_seed``, video id), so adding or
 removing videos never changes another video's masks.

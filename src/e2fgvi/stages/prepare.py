@@ -1,4 +1,4 @@
-"""DVC stage ``prepare``: release archives -> one zip per video + train.json / test.json."""
+"""DVC stage prepare: release archives -> one zip per video + train.json / test.json."""
 
 from __future__ import annotations
 

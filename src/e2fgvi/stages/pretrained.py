@@ -1,4 +1,4 @@
-"""DVC stage ``pretrained``: the SPyNet and I3D weight files, under their original names.
+"""DVC stage pretrained: the SPyNet and I3D weight files, under their original names.
 
 Each of ``data.pretrained.spynet`` / ``.i3d`` is fetched when ``fetch`` is true; ``url`` may also
 be a local path (a file you downloaded by hand). ``manifest.json`` records what was fetched or
