@@ -15,7 +15,8 @@ import time
 import numpy as np
 import torch
 
-from e2fgvi.eval.generator import as_window_model, pick_device
+from e2fgvi.devices import pick_device
+from e2fgvi.eval.generator import as_window_model
 from e2fgvi.eval.protocol import complete_video
 from e2fgvi.model import InpaintGenerator
 
@@ -55,7 +56,7 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=12)
     parser.add_argument("--device", default="auto")
     args = parser.parse_args()
-    device = pick_device(args.device)
+    device = pick_device(args.device, key="--device")
     torch.manual_seed(0)
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
     print(f"device {where}, torch threads {torch.get_num_threads()}, {args.frames} frames")

@@ -17,8 +17,8 @@ import numpy as np
 
 from e2fgvi.config import PrepareParams, load_params
 from e2fgvi.data.archive import ARCHIVES, SourceArchive
-from e2fgvi.data.frames import VideoZip, decode_jpeg
-from e2fgvi.data.prepare import prepare_dataset, resize_frame
+from e2fgvi.data.frames import VideoZip, decode_jpeg, resize_frame
+from e2fgvi.data.prepare import prepare_dataset
 from e2fgvi.data.sample import build_sample
 
 

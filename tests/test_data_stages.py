@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import subprocess
@@ -12,6 +13,7 @@ import numpy as np
 import pytest
 import yaml
 from _archives import make_release
+from _stages import call_stage
 
 from e2fgvi.errors import UserError
 from e2fgvi.stages import download, masks, prepare, pretrained
@@ -45,7 +47,7 @@ def _pngs(folder):
 
 def test_masks_stage_writes_binary_pngs_per_frame(project, tmp_path):
     (tmp_path / "test.json").write_text(json.dumps({"v1": 5, "v2": 3}))
-    masks.main(["--index", "test.json", "--out", "test_masks"])
+    call_stage(masks, ["--index", "test.json", "--out", "test_masks"])
     out = tmp_path / "test_masks"
     assert _pngs(out) == ["v1", "v2"]
     assert _pngs(out / "v1") == [f"{i:05d}.png" for i in range(5)] and len(_pngs(out / "v2")) == 3
@@ -55,16 +57,16 @@ def test_masks_stage_writes_binary_pngs_per_frame(project, tmp_path):
     before = (out / "v1" / "00002.png").read_bytes()
     # Adding and removing videos leaves the others' masks untouched (per-video seeds).
     (tmp_path / "test.json").write_text(json.dumps({"v0": 2, "v1": 5}))
-    masks.main(["--index", "test.json", "--out", "test_masks"])
+    call_stage(masks, ["--index", "test.json", "--out", "test_masks"])
     assert _pngs(out) == ["v0", "v1"]
     assert (out / "v1" / "00002.png").read_bytes() == before
     project(masks__eval_seed=7)
-    masks.main(["--index", "test.json", "--out", "test_masks"])
+    call_stage(masks, ["--index", "test.json", "--out", "test_masks"])
     assert (out / "v1" / "00002.png").read_bytes() != before
 
 
 def test_pretrained_stage_skips_with_a_manifest(project, tmp_path):
-    pretrained.main(
+    call_stage(pretrained,
         ["--out", "pre", "--spynet", f"pre/{SPYNET}", "--i3d", "pre/rgb_imagenet.pt",
          "--partial-dir", "pre.partial"]
     )  # fmt: skip
@@ -80,7 +82,7 @@ def test_pretrained_stage_takes_a_local_file(project, tmp_path):
     weights.parent.mkdir()
     weights.write_bytes(b"weights")
     project(data__pretrained__i3d={"fetch": True, "url": str(weights), "sha256": ""})
-    pretrained.main(
+    call_stage(pretrained,
         ["--out", "pre", "--spynet", f"pre/{SPYNET}", "--i3d", "pre/rgb_imagenet.pt",
          "--partial-dir", "pre.partial"]
     )  # fmt: skip
@@ -98,9 +100,9 @@ def test_download_local_then_prepare(project, tmp_path):
         data__test={"location": str(test), "sha256": "", "size": 0},
         prepare__resize=[],
     )
-    download.main(["--out", "raw", "--partial-dir", "raw.partial"])
+    call_stage(download, ["--out", "raw", "--partial-dir", "raw.partial"])
     assert os.stat(tmp_path / "raw" / "train_all_frames.zip").st_ino == os.stat(train).st_ino
-    prepare.main(["--raw", "raw", "--out", "yv", "--report", "reports/data.json"])
+    call_stage(prepare, ["--raw", "raw", "--out", "yv", "--report", "reports/data.json"])
     report = json.loads((tmp_path / "reports" / "data.json").read_text())
     assert report["train"]["frames"] == 7 and report["test"]["videos"] == 1
     assert json.loads((tmp_path / "yv" / "test.json").read_text()) == {"b1": 5}
@@ -109,10 +111,10 @@ def test_download_local_then_prepare(project, tmp_path):
 def test_download_stage_explains_missing_locations(project):
     project(data__source="local")
     with pytest.raises(UserError, match=r"data\.train\.location is empty: set it to the path"):
-        download.main(["--out", "raw", "--partial-dir", "raw.partial"])
+        call_stage(download, ["--out", "raw", "--partial-dir", "raw.partial"])
     project(data__source="url", data__train={"location": "/tmp/x.zip", "sha256": "", "size": 0})
     with pytest.raises(UserError, match=r"does not fit data\.source 'url'"):
-        download.main(["--out", "raw", "--partial-dir", "raw.partial"])
+        call_stage(download, ["--out", "raw", "--partial-dir", "raw.partial"])
 
 
 def test_stage_error_is_one_line_and_exit_2(project, tmp_path, repo_root):
@@ -122,3 +124,17 @@ def test_stage_error_is_one_line_and_exit_2(project, tmp_path, repo_root):
     assert result.returncode == 2
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and "none.json: index not found" in lines[0], result.stderr
+
+
+@pytest.mark.parametrize("name", ["download", "pretrained", "prepare", "masks", "evaluate"])
+def test_stage_modules_are_add_arguments_plus_run(name, repo_root):
+    """Each stage builds its parser on demand (e2fgvi.entry runs it); no module-level parser."""
+    module = importlib.import_module(f"e2fgvi.stages.{name}")
+    assert callable(module.add_arguments) and callable(module.run)
+    assert not hasattr(module, "parser") and not hasattr(module, "main")
+    help_text = subprocess.run(
+        [sys.executable, "-m", f"e2fgvi.stages.{name}", "--help"],
+        capture_output=True, text=True, check=True,
+        env={**os.environ, "PYTHONPATH": str(repo_root / "src")},
+    ).stdout  # fmt: skip
+    assert help_text.startswith(f"usage: python -m e2fgvi.stages.{name}") and "--out" in help_text

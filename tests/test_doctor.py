@@ -14,7 +14,7 @@ import yaml
 from e2fgvi.cli import main
 from e2fgvi.config import load_params
 from e2fgvi.doctor import dvc_vars
-from e2fgvi.doctor_checks import (
+from e2fgvi.doctor.checks import (
     WeightNeed,
     arch_supported,
     check_gpus,
@@ -23,7 +23,7 @@ from e2fgvi.doctor_checks import (
     check_torch,
     check_weight,
 )
-from e2fgvi.doctor_probes import GpuInfo, NvmlFacts, ToolFacts, TorchFacts
+from e2fgvi.doctor.probes import GpuInfo, NvmlFacts, ToolFacts, TorchFacts
 
 ARCHS = ["sm_75", "sm_80", "sm_86", "sm_90", "sm_100", "sm_120"]
 H100 = GpuInfo(0, "NVIDIA H100 80GB HBM3", 79.2, (9, 0))

@@ -12,8 +12,10 @@ from PIL import Image
 from e2fgvi import cli
 from e2fgvi.errors import UserError
 from e2fgvi.eval import inpaint
-from e2fgvi.eval.generator import checkpoint_variant, load_window_model
+from e2fgvi.eval.generator import load_window_model
 from e2fgvi.eval.protocol import dilate_mask
+from e2fgvi.model.checkpoint import stored_variant
+from e2fgvi.weights import read_weights
 
 CPU = torch.device("cpu")
 FRAMES = 12
@@ -159,7 +161,8 @@ def test_checkpoint_variant_is_detected_and_a_mismatch_is_one_line(tmp_path):
     hq, plain = tmp_path / "hq.pth", tmp_path / "plain.pth"
     torch.save({"sc.bias_conv.weight": torch.zeros(1), "sc.bias_conv.bias": torch.zeros(1)}, hq)
     torch.save({"format": "x", "generator": {"module.sc.bias": torch.zeros(1)}}, plain)
-    assert checkpoint_variant(hq) == "e2fgvi_hq" and checkpoint_variant(plain) == "e2fgvi"
+    assert stored_variant(read_weights(hq)) == "e2fgvi_hq"
+    assert stored_variant(read_weights(plain)) == "e2fgvi"
     with pytest.raises(UserError, match="holds an e2fgvi_hq generator, not e2fgvi"):
         load_window_model(hq, "e2fgvi", CPU)
     with pytest.raises(UserError, match="checkpoint not found"):

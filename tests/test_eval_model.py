@@ -9,6 +9,7 @@ import pytest
 import torch
 import yaml
 from _clips import box_masks, carphone_frames, write_test_split
+from _stages import call_stage
 from PIL import Image
 
 from e2fgvi import cli
@@ -104,7 +105,7 @@ def test_evaluate_stage_end_to_end(checkpoints, tmp_path, monkeypatch, repo_root
     run_file.write_text(json.dumps({"run_id": logger.run_id, "uri": uri, "spool": ""}))
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    stage.main(
+    call_stage(stage,
         ["--data", "yvos", "--checkpoint", str(checkpoints["e2fgvi_hq"]),
          "--pretrained", "absent.pt", "--run", str(run_file), "--mlruns", "mlruns",
          "--out", "reports/eval"]

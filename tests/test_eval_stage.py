@@ -9,6 +9,7 @@ import pytest
 import torch
 import yaml
 from _clips import box_masks, carphone_frames, write_test_split
+from _stages import call_stage
 
 from e2fgvi.errors import UserError
 from e2fgvi.stages import evaluate as stage
@@ -49,7 +50,7 @@ def _argv(root, pretrained="missing/rgb_imagenet.pt"):
 
 def test_stage_writes_metrics_csv_strip_and_logs_to_the_run(workspace):
     root, uri, run_id = workspace
-    stage.main(_argv(root))
+    call_stage(stage, _argv(root))
     out = root / "reports" / "eval"
     summary = json.loads((out / "metrics.json").read_text())
     assert summary["frames"] == 11 and summary["videos"] == 1
@@ -79,7 +80,7 @@ def test_variant_e2fgvi_at_the_sample_size_is_a_one_line_error(workspace):
     raw["model"]["variant"] = "e2fgvi"
     (root / "params.yaml").write_text(yaml.safe_dump(raw))
     with pytest.raises(UserError, match="432x240 only") as info:
-        stage.main(_argv(root))
+        call_stage(stage, _argv(root))
     assert "\n" not in str(info.value)
 
 
@@ -87,7 +88,7 @@ def test_missing_run_file_is_a_user_error(workspace):
     root, _, _ = workspace
     (root / "run" / "mlflow_run.json").unlink()
     with pytest.raises(UserError, match="run the train stage first"):
-        stage.main(_argv(root))
+        call_stage(stage, _argv(root))
 
 
 @pytest.mark.parametrize("window", [16, 65])
@@ -97,6 +98,6 @@ def test_ssim_window_that_skimage_refuses_is_a_one_line_error_before_evaluating(
     raw["eval"]["ssim_window"] = window  # even, or wider than the 60-pixel sample frames
     (root / "params.yaml").write_text(yaml.safe_dump(raw))
     with pytest.raises(UserError, match=r"eval\.ssim_window") as info:
-        stage.main(_argv(root))
+        call_stage(stage, _argv(root))
     assert "\n" not in str(info.value)
     assert not (root / "reports" / "eval").exists()

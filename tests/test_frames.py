@@ -10,8 +10,9 @@ import cv2
 import numpy as np
 import pytest
 from _archives import jpeg
+from PIL import Image
 
-from e2fgvi.data.frames import VideoZip, check_index, decode_jpeg, load_index
+from e2fgvi.data.frames import VideoZip, check_index, decode_jpeg, load_index, resize_frame
 from e2fgvi.errors import UserError
 
 
@@ -133,3 +134,10 @@ def test_check_index_catches_count_mismatches(video, tmp_path):
         check_index({"abc": 180}, json_path, tmp_path)
     with pytest.raises(UserError, match=r"video xyz has no .*xyz\.zip; rerun prepare"):
         check_index({"xyz": 1}, json_path, tmp_path)
+
+
+def test_resize_frame_is_pil_bicubic_and_a_no_op_at_size():
+    rgb = np.random.default_rng(0).integers(0, 256, (30, 40, 3), dtype=np.uint8)
+    assert resize_frame(rgb, (40, 30)) is rgb
+    expected = np.asarray(Image.fromarray(rgb).resize((20, 12), Image.Resampling.BICUBIC))
+    assert np.array_equal(resize_frame(rgb, (20, 12)), expected)

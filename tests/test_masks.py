@@ -92,6 +92,10 @@ def test_statistics_match_the_official_generator():
     assert 2.5 < np.mean(speeds) < 3.5, np.mean(speeds)
 
 
+# The oracle below redraws control points the way the official E2FGVI code does in core/utils.py:
+# get_random_shape (called by create_random_shape_with_random_motion, the training-mask
+# generator) fills a Matplotlib PathPatch of cubic Bezier curves on a default figure, reads the
+# canvas back and resizes it with cv2; our rasteriser must cover almost the same pixels.
 def _matplotlib_rendering(verts: np.ndarray, height: int, width: int) -> np.ndarray:
     """The official rasterisation route: a filled PathPatch on a default figure, read back."""
     import cv2

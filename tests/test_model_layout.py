@@ -11,14 +11,15 @@ import torch
 from e2fgvi.config import ModelParams
 from e2fgvi.errors import UserError
 from e2fgvi.model import (
-    CHECKPOINT_FORMAT,
     Discriminator,
     InpaintGenerator,
     SPyNet,
     build_flow_teacher,
     build_generator,
     load_generator_state,
+    load_spynet_weights,
 )
+from e2fgvi.weights import CHECKPOINT_FORMAT
 
 # Keys, shapes, kinds and dtypes of the official modules (from the reference instantiation).
 MANIFEST = Path(__file__).parent / "data" / "e2fgvi_state_dict.json"
@@ -161,7 +162,7 @@ def _spynet_file(path: Path, wrap: bool) -> SPyNet:
 @pytest.mark.parametrize("wrap", [False, True])
 def test_spynet_pretrained_loading(tmp_path, wrap):
     source = _spynet_file(tmp_path / "spynet.pth", wrap)
-    loaded = SPyNet().load_pretrained(tmp_path / "spynet.pth")
+    loaded = load_spynet_weights(SPyNet(), tmp_path / "spynet.pth")
     assert all(
         torch.equal(a, b) for a, b in zip(loaded.parameters(), source.parameters(), strict=True)
     )
@@ -170,7 +171,7 @@ def test_spynet_pretrained_loading(tmp_path, wrap):
 def test_spynet_wrong_layout_is_one_line(tmp_path):
     torch.save({"basic_module.0.basic_module.0.conv.weight": torch.zeros(1)}, tmp_path / "s.pth")
     with pytest.raises(UserError, match=r"s\.pth: not the OpenMMLab SPyNet layout \(missing"):
-        SPyNet().load_pretrained(tmp_path / "s.pth")
+        load_spynet_weights(SPyNet(), tmp_path / "s.pth")
 
 
 def test_build_generator_pretrained_and_random(tmp_path):

@@ -16,9 +16,8 @@ import torch
 from torch.utils.data import Dataset, Sampler
 
 from e2fgvi.config import MaskParams, TrainParams
-from e2fgvi.data.frames import VideoZip, load_index
+from e2fgvi.data.frames import VideoZip, load_index, resize_frame
 from e2fgvi.data.masks import random_mask_sequence
-from e2fgvi.data.prepare import resize_frame
 from e2fgvi.errors import UserError
 
 _OPEN_ZIPS = 256  # per worker; the official code keeps all 3,471 open, beyond common fd limits

@@ -1,4 +1,5 @@
-"""Reading prepared videos: one zip of JPEG frames per video and the JSON index (reference §2.1)."""
+"""Frames shared by prepare and training: JPEG decoding, the official resize, per-video zips and
+the JSON index (reference §2.1)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from PIL import Image
 
 from e2fgvi.errors import UserError
 
@@ -30,6 +32,13 @@ def decode_jpeg(data: bytes, where: str) -> np.ndarray:
     if bgr is None:
         raise UserError(f"{where}: JPEG does not decode (corrupt); re-download it")
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+def resize_frame(rgb: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Resize like the official loader: PIL bicubic to (width, height), aspect not kept."""
+    if (rgb.shape[1], rgb.shape[0]) == size:
+        return rgb
+    return np.asarray(Image.fromarray(rgb).resize(size, Image.Resampling.BICUBIC))
 
 
 class VideoZip:

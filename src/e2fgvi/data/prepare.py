@@ -26,7 +26,7 @@ from tqdm import tqdm
 from e2fgvi.atomic import atomic_open, write_json
 from e2fgvi.config import PrepareParams, params_hash
 from e2fgvi.data.archive import ARCHIVES, SourceArchive, deterministic_zipinfo
-from e2fgvi.data.frames import check_index, decode_jpeg, load_index
+from e2fgvi.data.frames import check_index, decode_jpeg, load_index, resize_frame
 from e2fgvi.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -40,13 +40,6 @@ class VideoStats:
     bytes_in: int
     bytes_out: int
     resolution: str  # source "WxH"
-
-
-def resize_frame(rgb: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Resize like the official loader: PIL bicubic to (width, height), aspect not kept."""
-    if (rgb.shape[1], rgb.shape[0]) == size:
-        return rgb
-    return np.asarray(Image.fromarray(rgb).resize(size, Image.Resampling.BICUBIC))
 
 
 def _convert(data: bytes, where: str, cfg: PrepareParams) -> tuple[bytes, str]:

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from e2fgvi.errors import UserError
+from e2fgvi.weights import read_weights
 
 log = logging.getLogger(__name__)
 
@@ -147,8 +148,6 @@ class InceptionI3d(nn.Module):
 
 def load_i3d(path: Path, device: torch.device) -> InceptionI3d:
     """Build the I3D and load ``rgb_imagenet.pt`` strictly; a bad file is a UserError."""
-    from e2fgvi.model.checkpoint import read_weights
-
     state = read_weights(path)  # weights_only=True; every failure is one line
     model = InceptionI3d()
     try:

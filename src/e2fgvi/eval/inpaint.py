@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -18,8 +19,9 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
+from e2fgvi.devices import pick_device
 from e2fgvi.errors import UserError
-from e2fgvi.eval.generator import E2FGVI_SIZE, load_window_model, pick_device
+from e2fgvi.eval.generator import E2FGVI_SIZE, load_window_model
 from e2fgvi.eval.protocol import WindowModel, complete_video, dilate_mask, window_schedule
 from e2fgvi.eval.video_io import FrameSink, read_masks, read_video
 
@@ -38,6 +40,13 @@ def _count(minimum: int):
     return parse
 
 
+def _device_name(text: str) -> str:
+    """An argparse type: a name ``pick_device`` understands (a typo would silently mean CPU)."""
+    if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", text):
+        raise argparse.ArgumentTypeError(f"use auto, cpu, cuda or cuda:N, got {text!r}")
+    return text
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--video", type=Path, required=True, help="mp4 file or folder of frames")
     parser.add_argument(
@@ -51,10 +60,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="model variant (default: read from the checkpoint)",
     )
     parser.add_argument("--out", type=Path, required=True, help="output .mp4 or folder of PNGs")
-    parser.add_argument("--neighbor-stride", type=_count(1), default=5)
-    parser.add_argument("--ref-length", type=_count(1), default=10)
+    parser.add_argument(
+        "--neighbor-stride",
+        type=_count(1),
+        default=5,
+        help="a window every N frames, with N neighbours each side",
+    )
+    parser.add_argument(
+        "--ref-length", type=_count(1), default=10, help="a reference frame every N frames"
+    )
     parser.add_argument("--dilation", type=_count(0), default=4, help="3x3-cross mask dilations")
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    parser.add_argument(
+        "--device", type=_device_name, default="auto", help="auto, cpu, cuda or cuda:N"
+    )
     parser.add_argument("--fps", type=float, default=None, help="output fps (default: input's)")
     parser.add_argument("--window-batch", type=_count(1), default=1, help="windows per model call")
     parser.add_argument("--bf16", action="store_true", help="autocast windows to bfloat16 (GPU)")
@@ -106,7 +124,7 @@ def inpaint_frames(
 
 
 def run(args: argparse.Namespace) -> int:
-    device = pick_device(args.device)
+    device = pick_device(args.device, key="--device")
     frames, fps = read_video(args.video)
     t, h, w = frames.shape[:3]
     if t < 2:

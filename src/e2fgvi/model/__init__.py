@@ -4,8 +4,14 @@ and safe loading of official and our own weights. Parameter names equal the offi
 released checkpoints load with ``strict=True``.
 """
 
-from e2fgvi.model.build import build_flow_teacher, build_generator
-from e2fgvi.model.checkpoint import CHECKPOINT_FORMAT, load_generator_state, read_spynet_state
+from e2fgvi.model.build import (
+    build_flow_teacher,
+    build_generator,
+    load_generator,
+    load_generator_state,
+    load_spynet_weights,
+    read_spynet_state,
+)
 from e2fgvi.model.discriminator import Discriminator
 from e2fgvi.model.generator import InpaintGenerator
 from e2fgvi.model.sizes import (
@@ -18,7 +24,6 @@ from e2fgvi.model.sizes import (
 from e2fgvi.model.spynet import SPyNet, bidirectional_flows, flow_warp
 
 __all__ = [
-    "CHECKPOINT_FORMAT",
     "VARIANTS",
     "Discriminator",
     "InpaintGenerator",
@@ -30,7 +35,9 @@ __all__ = [
     "crop_to_size",
     "flow_warp",
     "hq_pad_size",
+    "load_generator",
     "load_generator_state",
+    "load_spynet_weights",
     "pad_frames_for_hq",
     "read_spynet_state",
 ]

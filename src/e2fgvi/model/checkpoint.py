@@ -1,8 +1,9 @@
-"""Reading weight files safely: official E2FGVI releases, our checkpoints, pretrained SPyNet.
+"""State dicts as weight files hold them: unwrapping, layout comparison, variant detection.
 
-Every file goes through ``torch.load(weights_only=True)``, so a pickle that carries code is
-refused before anything in it runs. Layout problems become one-line ``UserError``s naming the
-file and the first mismatching keys.
+A leaf of the model package: it imports no network module. Files are read by
+``e2fgvi.weights.read_weights`` (weights_only); joining a network with its weights is
+``e2fgvi.model.build``. Every problem is a one-line ``UserError`` naming the file and the first
+mismatching keys.
 """
 
 from __future__ import annotations
@@ -15,10 +16,12 @@ import torch
 from torch import Tensor
 
 from e2fgvi.errors import UserError
-from e2fgvi.model.sizes import VARIANTS, check_variant
-from e2fgvi.weights import CHECKPOINT_FORMAT, read_weights
+from e2fgvi.weights import CHECKPOINT_FORMAT
 
 _SHOWN = 3  # mismatching keys named in one error line
+
+# The soft-composition keys tell the variants apart: a 3x3 conv (HQ) or a fixed-grid bias.
+_VARIANT_MARKERS = (("sc.bias_conv.weight", "e2fgvi_hq"), ("sc.bias", "e2fgvi"))
 
 
 def _tensors_only(obj: Any) -> bool:
@@ -52,17 +55,11 @@ def describe_mismatch(state: Mapping[str, Tensor], expected: Mapping[str, torch.
     return "; ".join(parts)
 
 
-def generator_layout(variant: str) -> dict[str, torch.Size]:
-    """State-dict key -> shape of ``InpaintGenerator(variant)``, built on the meta device."""
-    from e2fgvi.model.generator import InpaintGenerator
+def generator_state(obj: Any, path: Path) -> dict[str, Tensor]:
+    """The generator tensors of an official release or an e2fgvi-repro checkpoint (unvalidated).
 
-    check_variant(variant)
-    with torch.device("meta"):
-        model = InpaintGenerator(variant)
-    return {k: v.shape for k, v in model.state_dict().items()}
-
-
-def _unwrap_generator(obj: Any, path: Path) -> dict[str, Tensor]:
+    Our checkpoints nest the state under ``generator``; a DDP-saved state has ``module.`` keys.
+    """
     if isinstance(obj, Mapping) and obj.get("format") == CHECKPOINT_FORMAT:
         obj = obj.get("generator")
     if not _tensors_only(obj):
@@ -71,55 +68,36 @@ def _unwrap_generator(obj: Any, path: Path) -> dict[str, Tensor]:
             f"e2fgvi-repro checkpoint with format {CHECKPOINT_FORMAT!r} and key 'generator')"
         )
     state = dict(obj)
-    if all(k.startswith("module.") for k in state):  # saved from a DDP wrapper
+    if all(k.startswith("module.") for k in state):
         state = {k.removeprefix("module."): v for k, v in state.items()}
     return state
 
 
-def load_generator_state(path: str | Path, variant: str) -> dict[str, Tensor]:
-    """Generator state_dict from an official release file or an e2fgvi-repro checkpoint.
+def spynet_state(obj: Any, path: Path) -> dict[str, Tensor]:
+    """The ``basic_module.*`` tensors of an OpenMMLab / BasicSR SPyNet file (unvalidated).
 
-    The result loads into ``InpaintGenerator(variant)`` with ``strict=True``.
+    Accepts a plain mapping or one nested under 'state_dict' / 'params', with or without a
+    'module.' prefix; 'mean'/'std' buffers, if present, are dropped (ours are constants).
     """
-    path = Path(path)
-    check_variant(variant)
-    state = _unwrap_generator(read_weights(path), path)
-    mismatch = describe_mismatch(state, generator_layout(variant))
-    if mismatch:
-        other = next(v for v in VARIANTS if v != variant)
-        hint = (
-            f"it is an {other} checkpoint: set model.variant: {other}"
-            if not describe_mismatch(state, generator_layout(other))
-            else f"not an {variant} generator"
-        )
-        raise UserError(f"{path}: {hint} ({mismatch})")
-    return state
-
-
-def spynet_layout() -> dict[str, torch.Size]:
-    """Keys of the OpenMMLab SPyNet file: the 6x5 basic-module convs (no mean/std buffers)."""
-    from e2fgvi.model.spynet import SPyNet
-
-    with torch.device("meta"):
-        model = SPyNet()
-    return {f"basic_module.{k}": v.shape for k, v in model.basic_module.state_dict().items()}
-
-
-def read_spynet_state(path: str | Path) -> dict[str, Tensor]:
-    """The 60 ``basic_module.*`` tensors of ``spynet_20210409-c6c1bd09.pth`` (or a re-save).
-
-    Accepts a plain mapping or one nested under 'state_dict' / 'params' (OpenMMLab / BasicSR),
-    with or without a 'module.' prefix; 'mean'/'std' buffers, if present, are ignored.
-    """
-    path = Path(path)
-    obj = read_weights(path)
     for wrapper in ("state_dict", "params"):
-        if isinstance(obj, Mapping) and wrapper in obj and isinstance(obj[wrapper], Mapping):
+        if isinstance(obj, Mapping) and isinstance(obj.get(wrapper), Mapping):
             obj = obj[wrapper]
     if not _tensors_only(obj):
         raise UserError(f"{path}: not a SPyNet state_dict (expected a mapping of tensors)")
-    state = {k.removeprefix("module."): v for k, v in obj.items() if k not in ("mean", "std")}
-    mismatch = describe_mismatch(state, spynet_layout())
-    if mismatch:
-        raise UserError(f"{path}: not the OpenMMLab SPyNet layout ({mismatch})")
-    return state
+    return {k.removeprefix("module."): v for k, v in obj.items() if k not in ("mean", "std")}
+
+
+def _tensor_keys(obj: Any) -> set[str]:
+    """Tensor keys of a mapping and of the mappings nested in it, without a DDP prefix."""
+    if not isinstance(obj, Mapping):
+        return set()
+    keys = {k.removeprefix("module.") for k, v in obj.items() if isinstance(v, Tensor)}
+    for value in obj.values():
+        keys |= _tensor_keys(value)
+    return keys
+
+
+def stored_variant(obj: Any) -> str | None:
+    """Which generator variant a loaded weight file holds; None when it holds neither."""
+    keys = _tensor_keys(obj)
+    return next((variant for key, variant in _VARIANT_MARKERS if key in keys), None)

@@ -48,7 +48,6 @@ class Discriminator(nn.Module):
 
     def forward(self, clips: Tensor) -> Tensor:
         """(b, t, c, h, w) -> (b, t, 128, h', w')."""
-        feat = self.conv(clips.transpose(1, 2))
-        if self.use_sigmoid:
-            feat = torch.sigmoid(feat)
-        return feat.transpose(1, 2)
+        logits = self.conv(clips.transpose(1, 2))  # Conv3d wants (b, c, t, h, w)
+        scores = torch.sigmoid(logits) if self.use_sigmoid else logits
+        return scores.transpose(1, 2)

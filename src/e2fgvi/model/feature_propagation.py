@@ -59,30 +59,41 @@ class SecondOrderDeformableAlignment(nn.Module):
         nn.init.zeros_(self.conv_offset[-1].weight)
         nn.init.zeros_(self.conv_offset[-1].bias)
 
-    def forward(self, x: Tensor, extra_feat: Tensor, flow_1: Tensor, flow_2: Tensor) -> Tensor:
-        """x (n, 2c, h, w); extra_feat (n, 3c, h, w); flows (n, 2, h, w) as (dx, dy)."""
-        out = self.conv_offset(torch.cat([extra_feat, flow_1, flow_2], dim=1))
-        o1, o2, mask_logits = out.chunk(3, dim=1)
+    def forward(
+        self, history: Tensor, guide: Tensor, flow_near: Tensor, flow_far: Tensor
+    ) -> Tensor:
+        """Sample ``history`` (n, 2c, h, w), the branch's previous two outputs, at flow-led offsets.
 
-        # Offsets: bounded residual + flow, flipped to (dy, dx) and tiled over 9 taps x 8 groups.
-        offset = self.max_residue_magnitude * torch.tanh(torch.cat([o1, o2], dim=1))
-        offset_1, offset_2 = offset.chunk(2, dim=1)
-        taps = offset_1.shape[1] // 2
-        offset_1 = offset_1 + flow_1.flip(1).repeat(1, taps, 1, 1)
-        offset_2 = offset_2 + flow_2.flip(1).repeat(1, taps, 1, 1)
-        offset = torch.cat([offset_1, offset_2], dim=1)
-        mask = torch.sigmoid(mask_logits)
+        ``guide`` (n, 3c, h, w) is what the offset head sees: both outputs warped onto the current
+        frame around the current frame's own features. ``flow_near`` / ``flow_far`` (n, 2, h, w),
+        as (dx, dy), reach the previous and the second-previous output.
+        """
+        head = self.conv_offset(torch.cat([guide, flow_near, flow_far], dim=1))  # (n, 27g, h, w)
+        # Channels: 18g offsets as (dy, dx) per kernel tap per group, then 9g modulation logits.
+        num_offsets = 2 * head.shape[1] // 3
+        learned = self.max_residue_magnitude * torch.tanh(head[:, :num_offsets])
+        offset = learned + self._flow_offsets(flow_near, flow_far, num_offsets)
+        modulation = torch.sigmoid(head[:, num_offsets:])
 
         # The CPU kernel has no half/bfloat16 path; the CUDA autocast rule also runs it in fp32.
         aligned = deform_conv2d(
-            x.float(),
+            history.float(),
             offset.float(),
             self.weight.float(),
             self.bias.float(),
             padding=(1, 1),
-            mask=mask.float(),
+            mask=modulation.float(),
         )
-        return aligned.to(x.dtype)
+        return aligned.to(history.dtype)
+
+    @staticmethod
+    def _flow_offsets(flow_near: Tensor, flow_far: Tensor, num_offsets: int) -> Tensor:
+        """The offsets of pure flow warping: every tap of the first half of the groups moves by
+        ``flow_near``, of the second half by ``flow_far``; (dx, dy) becomes the kernel's (dy, dx).
+        """
+        taps = num_offsets // 4  # (dy, dx) pairs per half
+        halves = [flow.flip(1).repeat(1, taps, 1, 1) for flow in (flow_near, flow_far)]
+        return torch.cat(halves, dim=1)
 
 
 def _backbone(in_channels: int, channels: int) -> nn.Sequential:
@@ -114,58 +125,52 @@ class BidirectionalPropagation(nn.Module):
         backward flows (each pulls the previously visited frame onto the current one).
         """
         frames = list(feats.unbind(dim=1))
-        backward = self._propagate("backward_", frames, flows_forward, earlier=None)
-        forward = self._propagate("forward_", frames, flows_backward, earlier=backward)
+        backward = self._branch("backward_", frames, flows_forward, earlier=None)
+        forward = self._branch("forward_", frames, flows_backward, earlier=backward)
         fused = [
             self.fusion(torch.cat([bwd, fwd], dim=1))
             for bwd, fwd in zip(backward, forward, strict=True)
         ]
         return torch.stack(fused, dim=1) + feats
 
-    def _propagate(
+    def _branch(
         self, branch: str, frames: list[Tensor], flows: Tensor, earlier: list[Tensor] | None
     ) -> list[Tensor]:
-        """One branch; returns its per-frame features in chronological order."""
-        t = len(frames)
-        order = range(t - 1, -1, -1) if branch == "backward_" else range(t)
-        outputs: list[Tensor] = []
-        feat_prop = frames[0].new_zeros(frames[0].shape)
-        for step, idx in enumerate(order):
-            current = frames[idx]
-            if step > 0:
-                feat_prop = self._align(branch, step, feat_prop, current, outputs, flows)
-            context = [current] + ([earlier[idx]] if earlier is not None else []) + [feat_prop]
-            feat_prop = feat_prop + self.backbone[branch](torch.cat(context, dim=1))
-            outputs.append(feat_prop)
-        return outputs[::-1] if branch == "backward_" else outputs
+        """One branch; returns its per-frame features in chronological order.
 
-    def _align(
-        self,
-        branch: str,
-        step: int,
-        feat_prop: Tensor,
-        current: Tensor,
-        outputs: list[Tensor],
-        flows: Tensor,
+        ``earlier`` is the other branch's result: the forward branch also sees it per frame.
+        """
+        visits = range(len(frames) - 1, -1, -1) if branch == "backward_" else range(len(frames))
+        produced: list[Tensor] = []  # this branch's outputs, in visiting order
+        for step, frame in enumerate(visits):
+            if step == 0:
+                carried = frames[frame].new_zeros(frames[frame].shape)
+            else:
+                carried = self._carry_over(branch, step, produced, frames[frame], flows)
+            context = [frames[frame], *([earlier[frame]] if earlier is not None else []), carried]
+            produced.append(carried + self.backbone[branch](torch.cat(context, dim=1)))
+        return produced[::-1] if branch == "backward_" else produced
+
+    def _carry_over(
+        self, branch: str, step: int, produced: list[Tensor], frame: Tensor, flows: Tensor
     ) -> Tensor:
-        """Deformable alignment of the previous (and second-previous) branch output.
+        """The branch's last output (and the one before it) aligned onto the current ``frame``.
 
         Official quirk kept on purpose: the flow index is ``step - 1`` in BOTH branches, so the
         backward branch (visiting frames in reverse) pairs frame t-1-step with flow step-1
         rather than with the flow at that frame. The released weights were trained this way.
         """
-        flow_n1 = flows[:, step - 1]
-        cond_n1 = flow_warp(feat_prop, flow_n1)
-        if step > 1:
-            feat_n2 = outputs[-2]
-            # Second-order flow composed through the first-order one.
-            flow_n2 = flow_n1 + flow_warp(flows[:, step - 2], flow_n1)
-            cond_n2 = flow_warp(feat_n2, flow_n2)
+        near = produced[-1]
+        flow_near = flows[:, step - 1]
+        near_warped = flow_warp(near, flow_near)
+        if step == 1:  # no second-previous output yet: it and its flow count as zeros
+            far, flow_far = torch.zeros_like(near), torch.zeros_like(flow_near)
+            far_warped = torch.zeros_like(near_warped)
         else:
-            feat_n2 = torch.zeros_like(feat_prop)
-            flow_n2 = torch.zeros_like(flow_n1)
-            cond_n2 = torch.zeros_like(cond_n1)
-        cond = torch.cat([cond_n1, current, cond_n2], dim=1)
-        return self.deform_align[branch](
-            torch.cat([feat_prop, feat_n2], dim=1), cond, flow_n1, flow_n2
-        )
+            far = produced[-2]
+            # The flow to two visits back chains the older flow through the newer one.
+            flow_far = flow_near + flow_warp(flows[:, step - 2], flow_near)
+            far_warped = flow_warp(far, flow_far)
+        guide = torch.cat([near_warped, frame, far_warped], dim=1)
+        history = torch.cat([near, far], dim=1)
+        return self.deform_align[branch](history, guide, flow_near, flow_far)

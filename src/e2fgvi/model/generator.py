@@ -25,19 +25,22 @@ from e2fgvi.model.spynet import SPyNet, bidirectional_flows
 CHANNELS = 128  # feature channels at 1/4 resolution (official "channel // 2")
 HIDDEN = 512  # token width
 DEPTH = 8  # transformer blocks
-ENCODER_GROUPS = (1, 2, 4, 8, 1)  # groups of convs 8, 10, 12, 14, 16
+ENCODER_GROUPS = (1, 2, 4, 8, 1)  # groups of the five convs after the stem
+_STEM_LAYERS = 8  # four convs + LeakyReLUs down to 1/4 resolution
 
 
-def interleave_groups(x0: Tensor, out: Tensor, groups: int) -> Tensor:
-    """Concat two maps group by group: [x0 chunk 0, out chunk 0, x0 chunk 1, out chunk 1, ...]."""
-    n, _, h, w = out.shape
-    x0 = x0.reshape(n, groups, -1, h, w)
-    out = out.reshape(n, groups, -1, h, w)
-    return torch.cat([x0, out], dim=2).reshape(n, -1, h, w)
+def interleave_groups(stem: Tensor, current: Tensor, groups: int) -> Tensor:
+    """Concat two maps group by group: [stem 0, current 0, stem 1, current 1, ...].
+
+    So that a grouped conv gives each of its groups a share of both maps.
+    """
+    n, _, h, w = current.shape
+    both = (stem.reshape(n, groups, -1, h, w), current.reshape(n, groups, -1, h, w))
+    return torch.cat(both, dim=2).reshape(n, -1, h, w)
 
 
 class Encoder(nn.Module):
-    """Frame-wise CNN to (n, 128, h/4, w/4); the last four convs see x0 group-interleaved."""
+    """Frame-wise CNN to (n, 128, h/4, w/4); the last four convs see the stem interleaved."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -60,13 +63,15 @@ class Encoder(nn.Module):
             ]
         self.layers = nn.ModuleList(layers)
 
-    def forward(self, x: Tensor) -> Tensor:
-        for i, layer in enumerate(self.layers):
-            if i == 8:
-                x0 = x  # (n, 256, h/4, w/4) after conv 6 and its LeakyReLU
-            if i > 8 and i % 2 == 0:
-                x = interleave_groups(x0, x, ENCODER_GROUPS[(i - 8) // 2])
+    def forward(self, frames: Tensor) -> Tensor:
+        """(n, 3, h, w) -> (n, 128, h/4, w/4)."""
+        x = frames
+        for layer in self.layers[:_STEM_LAYERS]:
             x = layer(x)
+        stem = x  # (n, 256, h/4, w/4): every later grouped conv sees it again
+        for k, groups in enumerate(ENCODER_GROUPS):
+            conv, act = self.layers[_STEM_LAYERS + 2 * k], self.layers[_STEM_LAYERS + 2 * k + 1]
+            x = act(conv(x if k == 0 else interleave_groups(stem, x, groups)))
         return x
 
 
@@ -131,35 +136,33 @@ class InpaintGenerator(nn.Module):
     def forward(
         self, masked_frames: Tensor, num_local_frames: int
     ) -> tuple[Tensor, tuple[Tensor, Tensor]]:
-        """Inpaint (b, t, 3, H, W) frames in [-1, 1] (holes zeroed); the first l_t are local.
+        """Inpaint (b, t, 3, H, W) frames in [-1, 1] (holes zeroed); the first ``local`` are local.
 
         Returns (b*t, 3, H, W) frames in (-1, 1) and the completed local flows
-        (forward i -> i+1, backward i+1 -> i), each (b, l_t - 1, 2, H/4, W/4).
+        (forward i -> i+1, backward i+1 -> i), each (b, local - 1, 2, H/4, W/4).
         """
-        b, t, c, h, w = self._check_input(masked_frames, num_local_frames)
-        l_t = num_local_frames
+        b, t, *_ = self._check_input(masked_frames, num_local_frames)
+        local = num_local_frames
 
-        # Flow completion on the masked local frames, mapped to [0, 1].
-        flows = bidirectional_flows(self.update_spynet, (masked_frames[:, :l_t] + 1) / 2)
+        # Flow completion: SPyNet on the masked local frames, mapped to [0, 1].
+        flows = bidirectional_flows(self.update_spynet, (masked_frames[:, :local] + 1) / 2)
 
-        # Frame-wise encoding, then flow-guided propagation among the local features.
-        enc_feat = self.encoder(masked_frames.reshape(b * t, c, h, w))  # (b*t, 128, h/4, w/4)
-        _, c_feat, h_feat, w_feat = enc_feat.shape
-        enc_feat = enc_feat.reshape(b, t, c_feat, h_feat, w_feat)
-        local_feat = self.feat_prop_module(enc_feat[:, :l_t], *flows)
-        enc_feat = torch.cat([local_feat, enc_feat[:, l_t:]], dim=1)  # (b, t, 128, h/4, w/4)
+        # Frame-wise encoding; flow-guided propagation among the local frames' features only.
+        features = self.encoder(masked_frames.flatten(0, 1))  # (b*t, 128, h/4, w/4)
+        grid = tuple(features.shape[-2:])
+        features = features.unflatten(0, (b, t))
+        propagated = self.feat_prop_module(features[:, :local], *flows)
+        features = torch.cat([propagated, features[:, local:]], dim=1)  # (b, t, 128, h/4, w/4)
 
-        # Content hallucination: soft split, focal transformer blocks, soft composition.
-        output_size = (h_feat, w_feat)
-        tokens = self.ss(enc_feat.reshape(b * t, c_feat, h_feat, w_feat), b)  # (b, t, fh, fw, 512)
+        # Content hallucination: tokens through the focal transformer, back to a residual map.
+        tokens = self.ss(features.flatten(0, 1), b)  # (b, t, f_h, f_w, 512)
         for block in self.transformer:
-            tokens = block(tokens, output_size)
-        trans_feat = self.sc(tokens, output_size)  # (b*t, 128, h/4, w/4)
-        enc_feat = enc_feat + trans_feat.reshape(b, t, c_feat, h_feat, w_feat)
+            tokens = block(tokens, grid)
+        features = features + self.sc(tokens, grid).unflatten(0, (b, t))
 
-        # Decode every frame (local and reference).
-        output = self.decoder(enc_feat.reshape(b * t, c_feat, h_feat, w_feat))
-        return torch.tanh(output), flows
+        # Every frame, local and reference, is decoded.
+        frames = torch.tanh(self.decoder(features.flatten(0, 1)))  # (b*t, 3, h, w)
+        return frames, flows
 
     def _check_input(self, frames: Tensor, num_local_frames: int) -> tuple[int, ...]:
         if frames.dim() != 5 or frames.shape[2] != 3:

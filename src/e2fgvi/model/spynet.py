@@ -3,14 +3,11 @@
 SPyNet (Ranjan & Black, CVPR 2017) in the mmediting/BasicVSR form: six identical basic modules
 refine a flow coarse-to-fine over a 6-level image pyramid. E2FGVI runs it on the masked local frames
 at 1/4 resolution and trains it end to end; a second, frozen copy computes the flow-loss targets.
-Flows are (dx, dy) in pixels; ``spynet(ref, supp)`` is the flow at ``ref`` that pulls ``supp`` onto
-``ref`` through :func:`flow_warp`.
+Flows are (dx, dy) in pixels; ``spynet(target, source)`` is the flow at ``target`` that pulls
+``source`` onto ``target`` through :func:`flow_warp`.
 """
 
 from __future__ import annotations
-
-from collections.abc import Mapping
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -21,20 +18,22 @@ _IMAGENET_STD = (0.229, 0.224, 0.225)
 _LEVELS = 6
 
 
+def _to_unit_range(position: Tensor, size: int) -> Tensor:
+    """Pixel coordinates to grid_sample's [-1, 1], whose ends are pixels 0 and size-1."""
+    return 2.0 * position / max(size - 1, 1) - 1.0
+
+
 def flow_warp(x: Tensor, flow: Tensor, padding_mode: str = "zeros") -> Tensor:
     """Sample ``x`` (n, c, h, w) at pixel grid + ``flow`` (n, 2, h, w); bilinear, align_corners."""
     _, _, h, w = x.shape
     # The sampling grid is built in fp32 even under autocast: bf16 cannot address 432 columns.
     flow = flow.float()
-    rows = torch.arange(h, device=x.device, dtype=flow.dtype)
-    cols = torch.arange(w, device=x.device, dtype=flow.dtype)
-    grid_y, grid_x = torch.meshgrid(rows, cols, indexing="ij")
-    # Same arithmetic order as the official code: add in pixels, then normalise by (size - 1).
-    sample_x = grid_x + flow[:, 0]
-    sample_y = grid_y + flow[:, 1]
-    sample_x = 2.0 * sample_x / max(w - 1, 1) - 1.0
-    sample_y = 2.0 * sample_y / max(h - 1, 1) - 1.0
-    grid = torch.stack((sample_x, sample_y), dim=3)  # (n, h, w, 2)
+    column = torch.arange(w, device=x.device, dtype=flow.dtype)  # broadcasts over rows
+    row = torch.arange(h, device=x.device, dtype=flow.dtype).view(h, 1)
+    # Displace in pixels first, then rescale: the rounding the released weights were trained with.
+    grid = torch.stack(
+        (_to_unit_range(column + flow[:, 0], w), _to_unit_range(row + flow[:, 1], h)), dim=3
+    )  # (n, h, w, 2) as (x, y)
     # Autocast runs grid_sample in fp32 itself; otherwise the grid must match x (e.g. bf16).
     if grid.dtype != x.dtype and not torch.is_autocast_enabled(x.device.type):
         grid = grid.to(x.dtype)
@@ -58,7 +57,7 @@ class ConvModule(nn.Module):
 
 
 class SPyNetBasicModule(nn.Module):
-    """One pyramid level: [ref RGB, warped supp RGB, flow] (8 ch) -> flow residual (2 ch)."""
+    """One pyramid level: [target RGB, warped source RGB, flow] (8 ch) -> flow residual (2 ch)."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -75,7 +74,7 @@ class SPyNetBasicModule(nn.Module):
 
 
 class SPyNet(nn.Module):
-    """Spatial-pyramid optical flow; randomly initialised until :meth:`load_pretrained`."""
+    """Spatial-pyramid optical flow, randomly initialised (``build.load_spynet_weights`` loads)."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -83,48 +82,43 @@ class SPyNet(nn.Module):
         self.register_buffer("mean", torch.tensor(_IMAGENET_MEAN).view(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor(_IMAGENET_STD).view(1, 3, 1, 1))
 
-    def load_pretrained(self, path: str | Path) -> SPyNet:
-        """Load the OpenMMLab ``spynet_20210409-c6c1bd09.pth`` weights in place; returns self."""
-        from e2fgvi.model.checkpoint import read_spynet_state
+    def _pyramid(self, image: Tensor) -> list[Tensor]:
+        """The ImageNet-normalised image and its five 2x2-averaged halvings, coarsest first."""
+        levels = [(image - self.mean) / self.std]
+        while len(levels) < _LEVELS:
+            levels.append(
+                F.avg_pool2d(levels[-1], kernel_size=2, stride=2, count_include_pad=False)
+            )
+        return levels[::-1]
 
-        load_spynet_state(self, read_spynet_state(path))
-        return self
-
-    def compute_flow(self, ref: Tensor, supp: Tensor) -> Tensor:
-        """Flow ref -> supp for images whose sides are multiples of 32."""
-        n, _, h, w = ref.shape
-        # Pyramid of normalised images, coarsest first.
-        refs = [(ref - self.mean) / self.std]
-        supps = [(supp - self.mean) / self.std]
-        for _ in range(_LEVELS - 1):
-            refs.append(F.avg_pool2d(refs[-1], kernel_size=2, stride=2, count_include_pad=False))
-            supps.append(F.avg_pool2d(supps[-1], kernel_size=2, stride=2, count_include_pad=False))
-        refs, supps = refs[::-1], supps[::-1]
-
-        flow = ref.new_zeros(n, 2, h // 32, w // 32)
-        for level, module in enumerate(self.basic_module):
-            if level == 0:
-                flow_up = flow
-            else:
-                flow_up = 2.0 * F.interpolate(
+    def compute_flow(self, target: Tensor, source: Tensor) -> Tensor:
+        """Flow at ``target`` towards ``source``, for images whose sides are multiples of 32."""
+        n, _, h, w = target.shape
+        flow = target.new_zeros(n, 2, h // 32, w // 32)
+        levels = zip(self._pyramid(target), self._pyramid(source), self.basic_module, strict=True)
+        for level, (target_level, source_level, refine) in enumerate(levels):
+            if level > 0:  # one level finer: twice the pixels, so twice the displacement
+                flow = 2.0 * F.interpolate(
                     flow, scale_factor=2, mode="bilinear", align_corners=True
                 )
-            warped = flow_warp(supps[level], flow_up, padding_mode="border")
-            flow = flow_up + module(torch.cat([refs[level], warped, flow_up], dim=1))
+            pulled = flow_warp(source_level, flow, padding_mode="border")
+            flow = flow + refine(torch.cat([target_level, pulled, flow], dim=1))
         return flow
 
-    def forward(self, ref: Tensor, supp: Tensor) -> Tensor:
-        """Flow (n, 2, h, w) at ``ref`` towards ``supp``; images (n, 3, h, w) in [0, 1]."""
-        h, w = ref.shape[-2:]
-        h_up, w_up = -(-h // 32) * 32, -(-w // 32) * 32
-        ref = F.interpolate(ref, size=(h_up, w_up), mode="bilinear", align_corners=False)
-        supp = F.interpolate(supp, size=(h_up, w_up), mode="bilinear", align_corners=False)
-        flow = F.interpolate(
-            self.compute_flow(ref, supp), size=(h, w), mode="bilinear", align_corners=False
-        )
-        # Flow is in pixels of the resized image: rescale u by w/w_up and v by h/h_up
-        # (Python scalars: no host-to-device copy inside the forward).
-        return torch.stack([flow[:, 0] * (w / w_up), flow[:, 1] * (h / h_up)], dim=1)
+    def forward(self, target: Tensor, source: Tensor) -> Tensor:
+        """Flow (n, 2, h, w) at ``target`` towards ``source``; images (n, 3, h, w) in [0, 1]."""
+        h, w = target.shape[-2:]
+        # Five halvings need sides divisible by 32: run on images resized up to that, then
+        # resize the flow back and convert it to this image's pixels.
+        big_h, big_w = -(-h // 32) * 32, -(-w // 32) * 32
+        flow = self.compute_flow(_resize(target, (big_h, big_w)), _resize(source, (big_h, big_w)))
+        flow = _resize(flow, (h, w))
+        # Python scalars: no host-to-device copy inside the forward.
+        return torch.stack([flow[:, 0] * (w / big_w), flow[:, 1] * (h / big_h)], dim=1)
+
+
+def _resize(x: Tensor, size: tuple[int, int]) -> Tensor:
+    return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
 
 
 def quarter_resolution(frames: Tensor) -> Tensor:
@@ -154,10 +148,3 @@ def bidirectional_flows(spynet: SPyNet, local_frames: Tensor) -> tuple[Tensor, T
     flows = spynet(torch.cat([earlier, later]), torch.cat([later, earlier]))
     forward, backward = flows.chunk(2, dim=0)
     return forward.reshape(b, l_t - 1, 2, h, w), backward.reshape(b, l_t - 1, 2, h, w)
-
-
-def load_spynet_state(spynet: SPyNet, state: Mapping[str, Tensor]) -> None:
-    """Copy basic-module weights (keys ``basic_module.*``) into ``spynet`` strictly."""
-    spynet.basic_module.load_state_dict(
-        {k.removeprefix("basic_module."): v for k, v in state.items()}, strict=True
-    )

