@@ -1,0 +1,177 @@
+"""A read-only output folder or a full disk, for real, in every data and evaluation stage.
+
+Each stage runs as DVC runs it (``python -m e2fgvi.stages.<name>`` in a folder holding
+params.yaml), in a private mount namespace where its output folder is a read-only bind mount or
+a tmpfs too small for what it writes (tests/_confined.py). The stage must end with status 2 and
+one line naming the path and what to do, and leave no half-written file where a finished one is
+expected.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from _archives import make_release
+from _clips import box_masks, carphone_frames, write_test_split
+from _confined import python, run_confined
+
+FULL = 16 * 1024  # bytes: a tmpfs this small fills up on the first real file
+
+# The evaluate stage with the generator replaced by one that predicts grey (no weights needed);
+# everything else, the output writing included, is the real stage.
+_EVALUATE = """
+import sys, torch
+from e2fgvi.entry import run_module
+from e2fgvi.stages import evaluate
+
+def grey(x, num_local):
+    return torch.zeros(x.shape[0] * x.shape[1], *x.shape[2:])
+
+evaluate.load_window_model = lambda *a: (grey, "e2fgvi_hq")
+run_module(evaluate, sys.argv[1:])
+"""
+
+
+def _params(folder: Path, repo_root: Path, edit=None) -> None:
+    raw = yaml.safe_load((repo_root / "params.yaml").read_text())
+    if edit:
+        edit(raw)
+    (folder / "params.yaml").write_text(yaml.safe_dump(raw))
+
+
+def _download(tmp_path, repo_root):
+    train = make_release(tmp_path / "dl" / "train.zip", "train_all_frames", {"a": 20, "b": 20})
+    test = make_release(tmp_path / "dl" / "test.zip", "test_all_frames", {"c": 20})
+
+    def edit(raw):
+        raw["data"]["source"] = "local"
+        raw["data"]["train"]["location"] = str(train)
+        raw["data"]["test"]["location"] = str(test)
+
+    _params(tmp_path, repo_root, edit)
+    argv = ["-m", "e2fgvi.stages.download", "--out", "raw", "--partial-dir", "raw.partial"]
+    return argv, tmp_path / "raw", "train_all_frames.zip"
+
+
+def _pretrained(tmp_path, repo_root):
+    weights = tmp_path / "dl" / "rgb_imagenet.pt"
+    weights.parent.mkdir(parents=True)
+    weights.write_bytes(b"w" * 100_000)
+
+    def edit(raw):
+        raw["data"]["pretrained"]["i3d"] = {"fetch": True, "url": str(weights), "sha256": ""}
+
+    _params(tmp_path, repo_root, edit)
+    argv = ["-m", "e2fgvi.stages.pretrained", "--out", "pre", "--spynet", "pre/spynet.pth",
+            "--i3d", "pre/rgb_imagenet.pt", "--partial-dir", "pre.partial"]  # fmt: skip
+    return argv, tmp_path / "pre", "rgb_imagenet.pt"
+
+
+def _prepare(tmp_path, repo_root):
+    make_release(tmp_path / "raw" / "train_all_frames.zip", "train_all_frames", {"a": 20, "b": 20})
+    make_release(tmp_path / "raw" / "test_all_frames.zip", "test_all_frames", {"c": 20})
+
+    def edit(raw):
+        raw["prepare"]["resize"] = []
+
+    _params(tmp_path, repo_root, edit)
+    argv = ["-m", "e2fgvi.stages.prepare", "--raw", "raw", "--out", "yv",
+            "--report", "reports/data.json"]  # fmt: skip
+    return argv, tmp_path / "yv", ""
+
+
+def _masks(tmp_path, repo_root):
+    _params(tmp_path, repo_root)
+    (tmp_path / "test.json").write_text(json.dumps({"v1": 20, "v2": 20}))
+    argv = ["-m", "e2fgvi.stages.masks", "--index", "test.json", "--out", "test_masks"]
+    return argv, tmp_path / "test_masks", "v1"
+
+
+def _evaluate(tmp_path, repo_root):
+    from e2fgvi.tracking import RunLogger, tracking_uri
+
+    def edit(raw):
+        raw["eval"].update(max_videos=1, strip_frames=2, vfid=False)
+
+    _params(tmp_path, repo_root, edit)
+    write_test_split(tmp_path / "yvos", {"clip": (carphone_frames(6), box_masks(6, 144, 176))})
+    uri = tracking_uri(tmp_path / "mlruns")
+    logger = RunLogger(uri=uri, experiment="faults", artifact_root=tmp_path / "mlruns")
+    logger.set_tags({"stage": "train"})  # the run exists from its first record on
+    assert logger.close()
+    run_file = tmp_path / "run" / "mlflow_run.json"
+    run_file.parent.mkdir()
+    run_file.write_text(json.dumps({"run_id": logger.run_id, "uri": uri, "spool": ""}))
+    argv = ["-c", _EVALUATE, "--data", "yvos", "--checkpoint", "run/generator.pth",
+            "--pretrained", "none.pt", "--run", str(run_file), "--mlruns", "mlruns",
+            "--out", "reports/eval"]  # fmt: skip
+    return argv, tmp_path / "reports" / "eval", "strip.png"
+
+
+STAGES = {
+    "download": _download,
+    "pretrained": _pretrained,
+    "prepare": _prepare,
+    "masks": _masks,
+    "evaluate": _evaluate,
+}
+
+
+def _one_line(done, folder: Path, cwd: Path, words: str) -> str:
+    assert done.returncode == 2, done.stderr[-3000:]
+    assert "Traceback" not in done.stderr, done.stderr[-3000:]
+    (line,) = done.errors
+    message = re.search(r" ERROR [\w.]+: (.*)$", line).group(1)  # a progress bar may precede
+    named = (str(folder), str(folder.relative_to(cwd)))
+    assert message.startswith(named), message  # the path first, then what happened
+    assert words in message and "then rerun" in message, message
+    return message
+
+
+def _half_written(names: list[str]) -> list[str]:
+    """Temporary files and partial folders: what an interrupted write leaves behind. prepare's
+    work folder is exempt: it holds only finished per-video zips, kept for the next run."""
+    return [
+        n for n in names
+        if n.endswith(".tmp") or (any(part.endswith(".partial") for part in n.split("/"))
+        and not n.startswith(".JPEGImages.partial"))
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize("stage", sorted(STAGES))
+def test_read_only_output_folder_is_one_line_and_changes_nothing(tmp_path, repo_root, stage):
+    argv, out, _ = STAGES[stage](tmp_path, repo_root)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "earlier.txt").write_text("an earlier file")
+    done = run_confined(python(*argv), read_only=(out,), cwd=tmp_path)
+    _one_line(done, out, tmp_path, "the file system is read-only; make it writable")
+    assert sorted(p.name for p in out.iterdir()) == ["earlier.txt"]
+
+
+@pytest.mark.parametrize("stage", sorted(STAGES))
+def test_full_disk_is_one_line_and_leaves_no_half_written_file(tmp_path, repo_root, stage):
+    argv, out, expected = STAGES[stage](tmp_path, repo_root)
+    done = run_confined(python(*argv), full={out: FULL}, cwd=tmp_path)
+    _one_line(done, out, tmp_path, "no space left on the device; free some space")
+    left = done.files[out]
+    assert _half_written(left) == [], left
+    if expected:
+        assert expected not in left, left  # the file that did not fit is absent, not cut short
+    if stage == "prepare":  # nothing a later stage could take for a complete data set
+        assert not {"JPEGImages", "train.json", "test.json"} & set(left), left
+
+
+def test_the_confinement_is_real(tmp_path):
+    """The fault helpers fault: a write fails in the namespace and works outside it."""
+    code = "import sys; open(sys.argv[1], 'wb').write(b'x' * 100_000)"
+    target = tmp_path / "d"
+    target.mkdir()
+    assert run_confined([sys.executable, "-c", code, str(target / "f")], full={target: FULL}).stderr
+    assert run_confined([sys.executable, "-c", code, str(target / "f")], read_only=(target,)).stderr
+    assert run_confined([sys.executable, "-c", code, str(target / "f")]).returncode == 0
+    assert (target / "f").stat().st_size == 100_000
