@@ -20,7 +20,7 @@ from _archives import make_release
 from _clips import box_masks, carphone_frames, write_test_split
 from _confined import python, run_confined
 
-FULL = 16 * 1024  # bytes: a tmpfs this small fills up on the first real file
+FULL = 4096  # bytes: one page; a tmpfs this small fills up on the first real file
 
 # The evaluate stage with the generator replaced by one that predicts grey (no weights needed);
 # everything else, the output writing included, is the real stage.
@@ -34,6 +34,19 @@ def grey(x, num_local):
 
 evaluate.load_window_model = lambda *a: (grey, "e2fgvi_hq")
 run_module(evaluate, sys.argv[1:])
+"""
+
+# `e2fgvi inpaint` with the generator replaced the same way.
+_INPAINT = """
+import sys, torch
+from e2fgvi import cli
+from e2fgvi.eval import inpaint
+
+def grey(x, num_local):
+    return torch.zeros(x.shape[0] * x.shape[1], *x.shape[2:])
+
+inpaint.load_window_model = lambda *a: (grey, "e2fgvi_hq")
+sys.exit(cli.main(["inpaint", *sys.argv[1:]]))
 """
 
 
@@ -113,12 +126,27 @@ def _evaluate(tmp_path, repo_root):
     return argv, tmp_path / "reports" / "eval", "strip.png"
 
 
+def _inpaint(tmp_path, repo_root, out="out/result.mp4"):
+    from PIL import Image
+
+    frames, masks = carphone_frames(16), box_masks(16, 144, 176)
+    (tmp_path / "frames").mkdir()
+    for k, frame in enumerate(frames):
+        Image.fromarray(frame).save(tmp_path / "frames" / f"{k:05d}.png")
+    Image.fromarray(masks[0]).save(tmp_path / "mask.png")
+    argv = ["-c", _INPAINT, "--video", "frames", "--masks", "mask.png", "--checkpoint", "x.pth",
+            "--out", out]  # fmt: skip
+    return argv, tmp_path / "out", Path(out).name
+
+
 STAGES = {
     "download": _download,
     "pretrained": _pretrained,
     "prepare": _prepare,
     "masks": _masks,
     "evaluate": _evaluate,
+    "inpaint (mp4)": _inpaint,
+    "inpaint (PNG folder)": lambda tmp_path, root: _inpaint(tmp_path, root, "out/result"),
 }
 
 
