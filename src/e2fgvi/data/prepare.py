@@ -190,10 +190,11 @@ def _check_videos(sources: dict[str, SourceArchive], min_train_frames: int) -> N
     sources["train"].check_lengths(
         min_train_frames,
         "what one training clip needs (train.num_local_frames + train.num_ref_frames); remove "
-        "them from the archive or lower those params",
+        "those videos from the archive or lower those params",
     )
     sources["test"].check_lengths(
-        MIN_TEST_FRAMES, "the least E2FGVI can inpaint (it needs flow); remove them from the archive"
+        MIN_TEST_FRAMES,
+        "the least E2FGVI can inpaint (it needs flow); remove those videos from the archive",
     )
 
 
