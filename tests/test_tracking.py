@@ -12,7 +12,7 @@ import pytest
 
 from e2fgvi import tracking
 from e2fgvi.tracking.client import HTTP_LIMITS
-from e2fgvi.tracking.spool import marker
+from e2fgvi.tracking.spool import marker_path
 
 
 def test_import_changes_no_environment_and_the_client_sets_the_http_limits(tmp_path):
@@ -68,7 +68,7 @@ def test_unsent_records_are_spooled_then_replayed_in_order(tmp_path):
 
     uri = tracking.tracking_uri(tmp_path / "mlruns")
     run_id = tracking.replay_spool(spool, uri)
-    assert run_id and not spool.exists() and marker(spool).read_text().strip() == run_id
+    assert run_id and not spool.exists() and marker_path(spool).read_text().strip() == run_id
     (run,) = tracking.search_runs(uri, ["spooled"])
     assert (run.run_id, run.run_name, run.status, run.params) == (
         run_id, "away", "FINISHED", {"lr": "0.5"}

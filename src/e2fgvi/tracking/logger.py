@@ -18,9 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from e2fgvi.atomic import write_text
-from e2fgvi.tracking import spool as spool_file
 from e2fgvi.tracking.client import client, ensure_experiment
 from e2fgvi.tracking.send import rejected_dropped, send
+from e2fgvi.tracking.spool import append_records, marker_path, read_records
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +58,7 @@ class RunLogger:
 
         The logger has no spool of its own: if its records cannot be sent, the file stays.
         """
-        header, records = spool_file.read(spool)
+        header, records = read_records(spool)
         logger = cls(
             uri=uri,
             experiment=header["experiment"],
@@ -152,7 +152,7 @@ class RunLogger:
         with self._lock:
             header = {"run_id": self.run_id, "experiment": self.experiment,
                       "run_name": self.run_name}  # fmt: skip
-            spool_file.append(self.spool, header, self._pending)
+            append_records(self.spool, header, self._pending)
         log.warning(
             "MLflow unreachable: %d record(s) spooled to %s; they are sent by the next stage "
             "that reaches the server",
@@ -220,7 +220,7 @@ def replay_spool(spool: Path, uri: str) -> str | None:
     logger = RunLogger.from_spool(spool, uri)
     if not logger.flush(force=True):
         return None
-    write_text(spool_file.marker(spool), f"{logger.run_id}\n")
+    write_text(marker_path(spool), f"{logger.run_id}\n")
     spool.unlink()
     return logger.run_id
 
@@ -233,6 +233,6 @@ def attach(uri: str, run_id: str | None, spool: Path | None = None, **kwargs: An
     if spool is not None:
         if spool.exists():
             run_id = replay_spool(spool, uri) or run_id
-        elif run_id is None and spool_file.marker(spool).exists():
-            run_id = spool_file.marker(spool).read_text().strip()
+        elif run_id is None and marker_path(spool).exists():
+            run_id = marker_path(spool).read_text().strip()
     return RunLogger(uri=uri, run_id=run_id, spool=spool, **kwargs)

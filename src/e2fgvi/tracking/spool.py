@@ -14,7 +14,7 @@ from typing import Any
 from e2fgvi.atomic import write_text
 
 
-def append(spool: Path, header: dict[str, Any], records: list[dict[str, Any]]) -> None:
+def append_records(spool: Path, header: dict[str, Any], records: list[dict[str, Any]]) -> None:
     """Add ``records`` to ``spool``; the header is written only when the file is new.
 
     Appending keeps what an earlier stage spooled for the same run, in order.
@@ -26,12 +26,12 @@ def append(spool: Path, header: dict[str, Any], records: list[dict[str, Any]]) -
     write_text(spool, previous + "\n".join(lines) + "\n")
 
 
-def read(spool: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+def read_records(spool: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """(header, records) of a spool file."""
     lines = [json.loads(line) for line in spool.read_text().splitlines() if line.strip()]
     return lines[0], lines[1:]
 
 
-def marker(spool: Path) -> Path:
+def marker_path(spool: Path) -> Path:
     """Where the id of a replayed spool's run is kept."""
     return spool.with_name(spool.name + ".run_id")
