@@ -4,7 +4,7 @@ Three figures:
   1. main-thread time inside meter calls, as the meter measures it itself;
   2. the same from outside: an empty loop with and without the meter (A/B, medians of 5);
   3. the sampler thread's CPU per sampling round, with the fake NVML from the tests (Python-side
-     cost only: a real NVML call adds driver time, which this GPU-less machine cannot measure).
+     cost only: a real NVML call adds driver time, which only a machine with a GPU can measure).
 The "typical CPU step" is a small conv-net training step at the sample profile's train size
 (8 frames of 60x108).
 

@@ -11,7 +11,7 @@ import time
 import pytest
 import torch
 import yaml
-from conftest import write_params
+from helpers import write_params
 
 from e2fgvi import cli, tracking
 from e2fgvi.atomic import write_json

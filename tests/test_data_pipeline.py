@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import copy_repo, git_commit_all
+from helpers import copy_repo, git_commit_all
 
 from e2fgvi.data.frames import VideoZip, load_index
 

@@ -20,7 +20,7 @@ import mlflow_server
 import numpy as np
 import pytest
 import torch
-from conftest import ROOT, write_params
+from helpers import ROOT, write_params
 
 from e2fgvi import tracking
 from e2fgvi.config import load_params
