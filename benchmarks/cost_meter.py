@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from fake_nvml import FakeGpu, FakeNvml
 
 from e2fgvi.config import CostParams
-from e2fgvi.cost.meter import CostMeter
+from e2fgvi.measure.meter import CostMeter
 
 STEPS = 5000
 

@@ -16,8 +16,8 @@ import torch
 
 from e2fgvi.config import CostParams, ForecastParams
 from e2fgvi.cost.forecast import StepSample, forecast
-from e2fgvi.cost.meter import CostMeter
 from e2fgvi.cost.profile import profile_steps
+from e2fgvi.measure.meter import CostMeter
 
 WARMUP, WINDOW = 3, 20
 

@@ -10,11 +10,12 @@ import torch
 import torchvision
 
 from e2fgvi.config import CostParams, ForecastParams
-from e2fgvi.cost.flops import measure_step_flops, peak_flops, precision_of
 from e2fgvi.cost.forecast import StepSample, bootstrap_mean, forecast, forecast_metrics
-from e2fgvi.cost.meter import CostMeter
+from e2fgvi.cost.mfu import peak_flops, precision_of
 from e2fgvi.cost.profile import largest_fitting, probe_memory, profile
 from e2fgvi.errors import UserError
+from e2fgvi.measure.flops import measure_step_flops
+from e2fgvi.measure.meter import CostMeter
 
 PLAN = ForecastParams(iterations=1000, global_batch=8, gpus=8)
 
@@ -194,8 +195,8 @@ def test_memory_probe_finds_a_fit_on_gpu():
 
 
 def test_run_shorter_than_warmup_has_no_forecast_but_a_reason():
-    from e2fgvi.cost.record import as_gathered
     from e2fgvi.cost.summary import build_report
+    from e2fgvi.measure.record import as_gathered
 
     meter = CostMeter(CostParams(warmup_steps=5), torch.device("cpu"), 1)
     meter.start()

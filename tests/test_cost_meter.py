@@ -14,11 +14,11 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from e2fgvi.config import CostParams
-from e2fgvi.cost.host import open_rapl, process_usage
-from e2fgvi.cost.meter import CostMeter
-from e2fgvi.cost.record import as_gathered, merge_ranks, totals
-from e2fgvi.cost.series import Downsampled, describe
 from e2fgvi.errors import UserError
+from e2fgvi.measure.host import open_rapl, process_usage
+from e2fgvi.measure.meter import CostMeter
+from e2fgvi.measure.record import as_gathered, merge_ranks, totals
+from e2fgvi.measure.series import Downsampled, describe
 
 
 def _run(meter: CostMeter, steps: int, data_s: float = 0.005, compute_s: float = 0.01) -> list:

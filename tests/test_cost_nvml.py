@@ -10,8 +10,8 @@ import torch
 from fake_nvml import FakeClock, FakeGpu, FakeNvml, NVMLError
 
 from e2fgvi.config import CostParams
-from e2fgvi.cost.meter import CostMeter
-from e2fgvi.cost.nvml import (
+from e2fgvi.measure.meter import CostMeter
+from e2fgvi.measure.nvml import (
     EnergyCounter,
     GpuProbe,
     NvmlUnavailableError,
@@ -19,7 +19,7 @@ from e2fgvi.cost.nvml import (
     resolve_handle,
     visible_entries,
 )
-from e2fgvi.cost.sampling import SamplerThread
+from e2fgvi.measure.sampling import SamplerThread
 
 UUIDS = [f"GPU-{i}aaaaaaa-1111-2222-3333-44444444444{i}" for i in range(4)]
 
@@ -200,9 +200,9 @@ def test_report_of_a_fake_gpu_run(nvml, tmp_path):
     import matplotlib.image
     import numpy as np
 
-    from e2fgvi.cost.record import as_gathered
     from e2fgvi.cost.report import write_report
     from e2fgvi.cost.summary import build_report
+    from e2fgvi.measure.record import as_gathered
 
     cfg = CostParams(warmup_steps=1, nvml_interval_s=0.01)
     meter = CostMeter(cfg, torch.device("cpu"), 1, nvml=nvml, nvml_device=0, visible_devices="0")

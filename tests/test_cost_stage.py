@@ -17,8 +17,8 @@ from e2fgvi import cli, tracking
 from e2fgvi.atomic import write_json
 from e2fgvi.config import CostParams
 from e2fgvi.cost import compare
-from e2fgvi.cost.meter import CostMeter
 from e2fgvi.errors import UserError
+from e2fgvi.measure.meter import CostMeter
 from e2fgvi.stages import cost as cost_stage
 
 EXPERIMENT = "cost-test"

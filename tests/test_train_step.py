@@ -12,8 +12,8 @@ from e2fgvi.errors import UserError
 from e2fgvi.train import nets as netlib
 from e2fgvi.train import optim, provenance, session
 from e2fgvi.train.distributed import World
-from e2fgvi.train.loop import TrainPaths, make_loader, train_step
-from e2fgvi.train.steps import Clips
+from e2fgvi.train.loop import TrainPaths, make_loader
+from e2fgvi.train.steps import Clips, train_step
 
 CPU = World(0, 0, 1, torch.device("cpu"))
 

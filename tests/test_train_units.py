@@ -167,7 +167,7 @@ def test_final_figures_of_a_diverged_run_are_strict_json(tmp_path, params, monke
 
     from e2fgvi import tracking
     from e2fgvi.atomic import write_json
-    from e2fgvi.cost.meter import CostMeter
+    from e2fgvi.measure.meter import CostMeter
     from e2fgvi.train import session
     from e2fgvi.train.session import TrainPaths
 
@@ -190,7 +190,8 @@ def test_final_figures_of_a_diverged_run_are_strict_json(tmp_path, params, monke
     meter = CostMeter(params.cost, torch.device("cpu"), 1)
     meter.start()
     nets = SimpleNamespace(generator=torch.nn.Linear(1, 1))
-    figures = session.finish(nets, params, paths, state, meter.stop())
+    ctx = session.TrainContext(params, None, nets, meter, state)
+    figures = session.finish(ctx, paths, meter.stop())
     assert figures["loss_generator"] is None and figures["loss_hole"] == 0.5
     assert figures["skipped_updates"] == 3
     write_json(tmp_path / "train_metrics.json", figures)  # raised ValueError on NaN

@@ -2,7 +2,8 @@
 
 The core (``profile``) takes a step factory, ``clips per GPU -> step function``, where a step
 function runs one complete training step on a fixed batch already on the device. The real
-factory is ``make_training_step``, the single integration point with the trainer.
+factory is ``e2fgvi.train.profiling.make_training_step``, the single integration point with the
+trainer.
 """
 
 from __future__ import annotations
@@ -20,54 +21,20 @@ import torch
 
 from e2fgvi import tracking
 from e2fgvi.atomic import write_json
-from e2fgvi.config import CostParams, Params, load_params
-from e2fgvi.cost.flops import measure_step_flops, precision_of
+from e2fgvi.config import CostParams, load_params
 from e2fgvi.cost.forecast import plan_clips_per_gpu
-from e2fgvi.cost.meter import CostMeter
+from e2fgvi.cost.mfu import precision_of
 from e2fgvi.cost.publish import log_report
-from e2fgvi.cost.record import merge_ranks
 from e2fgvi.cost.summary import build_report
 from e2fgvi.errors import UserError
+from e2fgvi.measure.flops import measure_step_flops
+from e2fgvi.measure.meter import CostMeter
+from e2fgvi.measure.record import merge_ranks
+from e2fgvi.train.profiling import StepFn, make_training_step
 
 log = logging.getLogger(__name__)
 
-StepFn = Callable[[], Any]
 StepFactory = Callable[[int], StepFn]
-
-
-def make_training_step(params: Params, device: torch.device, clips: int) -> StepFn:
-    """One full E2FGVI training step (G forward, D update, G update) on ``clips`` clips.
-
-    The batch is fixed and synthetic (frames in [-1, 1], real random masks) at the train size,
-    so the window measures compute alone; SPyNet starts random, which costs the same as
-    pretrained weights.
-    """
-    from e2fgvi.data.masks import random_mask_sequence
-    from e2fgvi.train import precision
-    from e2fgvi.train.distributed import World
-    from e2fgvi.train.loop import train_step
-    from e2fgvi.train.nets import build_nets
-    from e2fgvi.train.steps import Clips
-
-    cfg = params.train
-    model = params.model.model_copy(update={"spynet_init": "random"})
-    params = params.model_copy(update={"model": model})
-    world = World(0, 0, 1, device)
-    precision.apply_backend_switches(cfg, device)
-    nets = build_nets(params, None, world)
-    t = cfg.num_local_frames + cfg.num_ref_frames
-    generator = torch.Generator().manual_seed(params.seed)
-    frames = torch.rand(clips, t, 3, cfg.height, cfg.width, generator=generator) * 2 - 1
-    rng = np.random.default_rng(params.seed)
-    masks = np.stack(
-        [random_mask_sequence(rng, t, cfg.height, cfg.width, params.masks) for _ in range(clips)]
-    )
-    batch = Clips(
-        frames.to(device),
-        torch.from_numpy(masks).unsqueeze(2).float().to(device),
-        cfg.num_local_frames,
-    )
-    return lambda: train_step(nets, batch, params, world)
 
 
 def profile_steps(step_fn: StepFn, cfg: CostParams, device: torch.device, clips: int) -> dict:

@@ -7,9 +7,9 @@ from typing import Any
 import numpy as np
 
 from e2fgvi.config import CostParams
-from e2fgvi.cost.flops import peak_flops
 from e2fgvi.cost.forecast import StepSample, forecast
-from e2fgvi.cost.record import sum_or_none
+from e2fgvi.cost.mfu import peak_flops
+from e2fgvi.measure.record import sum_or_none
 
 _J_PER_KWH = 3.6e6
 

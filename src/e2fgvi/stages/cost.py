@@ -14,11 +14,11 @@ import numpy as np
 
 from e2fgvi import tracking
 from e2fgvi.config import load_params
-from e2fgvi.cost.flops import precision_of
+from e2fgvi.cost.mfu import precision_of
 from e2fgvi.cost.publish import log_report, read_json, switches, used_train_params
-from e2fgvi.cost.record import as_gathered
 from e2fgvi.cost.report import write_report
 from e2fgvi.cost.summary import build_report
+from e2fgvi.measure.record import as_gathered
 from e2fgvi.stages import run_stage
 
 log = logging.getLogger(__name__)

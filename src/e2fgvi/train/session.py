@@ -21,12 +21,13 @@ import torch
 
 from e2fgvi.atomic import atomic_open, write_json
 from e2fgvi.config import Params, params_hash
-from e2fgvi.cost.meter import CostMeter
-from e2fgvi.cost.record import as_gathered
 from e2fgvi.errors import UserError
+from e2fgvi.measure.meter import CostMeter
+from e2fgvi.measure.record import as_gathered
 from e2fgvi.train import nets as netlib
 from e2fgvi.train import precision, provenance
 from e2fgvi.train.distributed import World, any_rank, barrier
+from e2fgvi.train.steps import Clips, StepResult, train_step
 from e2fgvi.train.telemetry import History, log_checkpoint, open_run, run_record
 
 log = logging.getLogger(__name__)
@@ -69,6 +70,21 @@ class Session:
     @property
     def cost_file(self) -> Path:
         return self.folder / "cost" / f"session_{self.start + 1:07d}.json"
+
+
+@dataclass(frozen=True)
+class TrainContext:
+    """What every part of a session's loop works with, built once when the session starts."""
+
+    params: Params
+    world: World
+    nets: netlib.Nets
+    meter: CostMeter
+    session: Session
+
+    def step(self, clips: Clips) -> StepResult:
+        """One training iteration on ``clips``."""
+        return train_step(self.nets, clips, self.params, self.world)
 
 
 def check_resume(params: Params, paths: TrainPaths, world: World, start: int, meta: dict) -> None:
@@ -125,18 +141,18 @@ def open_session(
     return Session(folder, start, meta, run, History(folder / "history.csv", start))
 
 
-def checkpoint(
-    nets: netlib.Nets, params: Params, session: Session, step: int, world: World, meter: CostMeter
-) -> None:
+def checkpoint(ctx: TrainContext, step: int) -> None:
     """Checkpoint (rank 0) plus every rank's cost snapshot; all ranks must call it."""
-    snapshot = meter.gather(meter.record())
-    if world.is_main:
+    snapshot = ctx.meter.gather(ctx.meter.record())
+    session, params = ctx.session, ctx.params
+    if ctx.world.is_main:
         session.meta["run_id"] = session.run.run_id
-        path = netlib.save(nets, session.folder, step, session.meta, params.train.keep_checkpoints)
+        keep = params.train.keep_checkpoints
+        path = netlib.save(ctx.nets, session.folder, step, session.meta, keep)
         if path is not None:
             log_checkpoint(session.run, path, params.tracking.log_checkpoints)
         write_json(session.cost_file, as_gathered(snapshot))
-    barrier(world)
+    barrier(ctx.world)
 
 
 def _previous_costs(session: Session) -> list[dict[str, Any]]:
@@ -160,12 +176,11 @@ def cost_record(session: Session, record: dict[str, Any]) -> dict[str, Any]:
     return {**current, "previous_sessions": [r["totals"] for r in earlier]}
 
 
-def finish(
-    nets: netlib.Nets, params: Params, paths: TrainPaths, session: Session, record: dict
-) -> dict[str, Any]:
+def finish(ctx: TrainContext, paths: TrainPaths, record: dict) -> dict[str, Any]:
     """Rank 0: final weights, cost record, run reference; returns the figures for DVC metrics."""
+    session, params = ctx.session, ctx.params
     with atomic_open(paths.generator, "wb") as handle:  # the official release format
-        torch.save(netlib.unwrap(nets.generator).state_dict(), handle)
+        torch.save(netlib.unwrap(ctx.nets.generator).state_dict(), handle)
     write_json(paths.cost_record, cost_record(session, record))
     write_json(paths.params_used, params.model_dump())
     session.run.log_artifact(session.history.path, "history")

@@ -20,11 +20,11 @@ from typing import Any
 import torch
 
 from e2fgvi.config import CostParams
-from e2fgvi.cost import nvml as nvml_layer
-from e2fgvi.cost.host import POWERCAP, host_info, open_rapl, process_usage
-from e2fgvi.cost.record import merge_ranks
-from e2fgvi.cost.sampling import SamplerThread
-from e2fgvi.cost.series import Downsampled, describe
+from e2fgvi.measure import nvml as nvml_layer
+from e2fgvi.measure.host import POWERCAP, host_info, open_rapl, process_usage
+from e2fgvi.measure.record import merge_ranks
+from e2fgvi.measure.sampling import SamplerThread
+from e2fgvi.measure.series import Downsampled, describe
 
 log = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from e2fgvi.cost.series import Downsampled
+from e2fgvi.measure.series import Downsampled
 
 log = logging.getLogger(__name__)
 
