@@ -8,7 +8,6 @@ time and energy still count when the experiment's cost is totalled.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import shutil
@@ -23,7 +22,7 @@ from e2fgvi.atomic import atomic_open, write_json
 from e2fgvi.config import Params, params_hash
 from e2fgvi.errors import UserError
 from e2fgvi.measure.meter import CostMeter
-from e2fgvi.measure.record import as_gathered
+from e2fgvi.measure.record import CostRecord, read_record, write_record
 from e2fgvi.train import nets as netlib
 from e2fgvi.train import precision, provenance
 from e2fgvi.train.distributed import World, any_rank, barrier
@@ -151,37 +150,43 @@ def checkpoint(ctx: TrainContext, step: int) -> None:
         path = netlib.save(ctx.nets, session.folder, step, session.meta, keep)
         if path is not None:
             log_checkpoint(session.run, path, params.tracking.log_checkpoints)
-        write_json(session.cost_file, as_gathered(snapshot))
+        write_record(session.cost_file, snapshot)
     barrier(ctx.world)
 
 
-def _previous_costs(session: Session) -> list[dict[str, Any]]:
+_STALE_SNAPSHOT = (
+    "delete that file (its session's time then goes uncounted) or move the checkpoint folder "
+    "away to train afresh"
+)
+
+
+def _previous_costs(session: Session) -> list[CostRecord]:
     """Cost records of the earlier sessions of this configuration, oldest first."""
     files = sorted((session.folder / "cost").glob("session_*.json"))
-    return [json.loads(f.read_text()) for f in files if f.name < session.cost_file.name]
+    return [read_record(f, _STALE_SNAPSHOT) for f in files if f.name < session.cost_file.name]
 
 
-def cost_record(session: Session, record: dict[str, Any]) -> dict[str, Any]:
+def cost_record(session: Session, record: CostRecord) -> CostRecord:
     """This session's record with the earlier sessions' totals attached (for the cost stage).
 
     A session that trained nothing (its checkpoint was already final) reports the last session
     that did, so re-exporting a finished run keeps its measured figures.
     """
     earlier = _previous_costs(session)
-    current = as_gathered(record)
-    if current["totals"]["steps_total"] == 0 and earlier:
+    current = record
+    if current.totals.steps_total == 0 and earlier:
         current = earlier.pop()
     else:
-        write_json(session.cost_file, current)
-    return {**current, "previous_sessions": [r["totals"] for r in earlier]}
+        write_record(session.cost_file, current)
+    return current.model_copy(update={"previous_sessions": [r.totals for r in earlier]})
 
 
-def finish(ctx: TrainContext, paths: TrainPaths, record: dict) -> dict[str, Any]:
+def finish(ctx: TrainContext, paths: TrainPaths, record: CostRecord) -> dict[str, Any]:
     """Rank 0: final weights, cost record, run reference; returns the figures for DVC metrics."""
     session, params = ctx.session, ctx.params
     with atomic_open(paths.generator, "wb") as handle:  # the official release format
         torch.save(netlib.unwrap(ctx.nets.generator).state_dict(), handle)
-    write_json(paths.cost_record, cost_record(session, record))
+    write_record(paths.cost_record, cost_record(session, record))
     write_json(paths.params_used, params.model_dump())
     session.run.log_artifact(session.history.path, "history")
     session.run.end()
