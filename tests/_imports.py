@@ -69,21 +69,20 @@ def graph(src: Path) -> dict[str, set[str]]:
     return {name: direct_imports(name, modules) for name in modules}
 
 
-def closure(src: Path, start: str) -> tuple[set[str], set[str]]:
-    """Modules that importing ``start`` runs: (imported by name, parent packages only).
+def closure(src: Path, start: str) -> set[str]:
+    """Every package module that ``python -m start`` runs (imports inside functions included).
 
-    Importing ``a.b.c`` also runs ``a/__init__`` and ``a/b/__init__``; such a package that is
-    never imported by name is returned in the second set.
+    Importing ``a.b.c`` also runs ``a/__init__`` and ``a/b/__init__``, and whatever they import.
     """
     edges = graph(src)
-    named, stack = {start}, [start]
+    seen, stack = {start}, [start]
     while stack:
-        for target in edges[stack.pop()]:
-            if target not in named:
-                named.add(target)
+        name = stack.pop()
+        for target in [*edges[name], *_parents(name)]:
+            if target not in seen:
+                seen.add(target)
                 stack.append(target)
-    parents = {p for n in named for p in _parents(n)} - named
-    return named, parents
+    return seen
 
 
 def cycles(edges: dict[str, set[str]]) -> list[list[str]]:
