@@ -31,6 +31,12 @@ from e2fgvi.train.telemetry import History, log_checkpoint, open_run, run_record
 
 log = logging.getLogger(__name__)
 
+# What to do about an earlier session's cost snapshot that cannot be read.
+_STALE_SNAPSHOT = (
+    "delete that file (its session's time then goes uncounted) or move the checkpoint folder "
+    "away to train afresh"
+)
+
 
 @dataclass(frozen=True)
 class TrainPaths:
@@ -68,7 +74,12 @@ class Session:
 
     @property
     def cost_file(self) -> Path:
-        return self.folder / "cost" / f"session_{self.start + 1:07d}.json"
+        return _cost_file(self.folder, self.start)
+
+
+def _cost_file(folder: Path, start: int) -> Path:
+    """The cost snapshot of the session that started after iteration ``start``."""
+    return folder / "cost" / f"session_{start + 1:07d}.json"
 
 
 @dataclass(frozen=True)
@@ -103,6 +114,7 @@ def check_resume(params: Params, paths: TrainPaths, world: World, start: int, me
             f"({written_by} vs {provenance.code_fingerprint()}); move that folder away to train "
             "afresh, or set train.resume_any_code: true to continue with the new code"
         )
+    _previous_costs(folder, start)  # an unreadable snapshot fails now, not after training
 
 
 def _max_start(start: int, world: World) -> int:
@@ -154,16 +166,11 @@ def checkpoint(ctx: TrainContext, step: int) -> None:
     barrier(ctx.world)
 
 
-_STALE_SNAPSHOT = (
-    "delete that file (its session's time then goes uncounted) or move the checkpoint folder "
-    "away to train afresh"
-)
-
-
-def _previous_costs(session: Session) -> list[CostRecord]:
+def _previous_costs(folder: Path, start: int) -> list[CostRecord]:
     """Cost records of the earlier sessions of this configuration, oldest first."""
-    files = sorted((session.folder / "cost").glob("session_*.json"))
-    return [read_record(f, _STALE_SNAPSHOT) for f in files if f.name < session.cost_file.name]
+    current = _cost_file(folder, start).name
+    files = sorted((folder / "cost").glob("session_*.json"))
+    return [read_record(f, _STALE_SNAPSHOT) for f in files if f.name < current]
 
 
 def cost_record(session: Session, record: CostRecord) -> CostRecord:
@@ -172,7 +179,7 @@ def cost_record(session: Session, record: CostRecord) -> CostRecord:
     A session that trained nothing (its checkpoint was already final) reports the last session
     that did, so re-exporting a finished run keeps its measured figures.
     """
-    earlier = _previous_costs(session)
+    earlier = _previous_costs(session.folder, session.start)
     current = record
     if current.totals.steps_total == 0 and earlier:
         current = earlier.pop()
