@@ -31,6 +31,16 @@ os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
 
 _MAX_PARAM_LEN = 6000
 _REJECTED = {"INVALID_PARAMETER_VALUE", "RESOURCE_ALREADY_EXISTS", "BAD_REQUEST"}
+_REFUSED = {
+    "UNAUTHENTICATED": "authentication failed (HTTP 401): set MLFLOW_TRACKING_USERNAME and "
+    "MLFLOW_TRACKING_PASSWORD in the environment",
+    "PERMISSION_DENIED": "denied this user access (HTTP 403): ask its admin for EDIT permission",
+}
+
+
+def failure_reason(exc: BaseException) -> str:
+    """Why a tracking call failed, in words: refused credentials, or the server unreachable."""
+    return _REFUSED.get(getattr(exc, "error_code", ""), f"unreachable ({type(exc).__name__})")
 
 
 def tracking_uri(store_dir: str | Path) -> str:
@@ -108,6 +118,7 @@ class RunLogger:
     retry_interval_s: float = 30.0
     _pending: list[dict[str, Any]] = field(default_factory=list)
     _last_failure: float = -1e18
+    _failure: str = "unreachable"
     _warned: bool = False
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _stash: Path | None = None
@@ -169,13 +180,13 @@ class RunLogger:
             except Exception as exc:  # any tracking failure must not stop training
                 del self._pending[:sent]
                 self._last_failure = time.monotonic()
+                self._failure = failure_reason(exc)
                 if not self._warned:
                     self._warned = True
                     log.warning(
-                        "MLflow tracking at %s unreachable (%s); buffering %d record(s), "
-                        "retrying every %.0f s",
+                        "MLflow tracking at %s %s; buffering %d record(s), retrying every %.0f s",
                         self.uri,
-                        type(exc).__name__,
+                        self._failure,
                         len(self._pending),
                         self.retry_interval_s,
                     )
@@ -199,7 +210,7 @@ class RunLogger:
                 self._stash = None
             return True
         if self.spool is None:
-            log.error("MLflow unreachable: %d record(s) could not be sent", len(self._pending))
+            log.error("MLflow %s: %d record(s) not sent", self._failure, len(self._pending))
             return False
         with self._lock:
             # Appending keeps what an earlier stage spooled for the same run, in order.
@@ -211,8 +222,9 @@ class RunLogger:
             previous = self.spool.read_text() if self.spool.exists() else ""
             write_text(self.spool, previous + "\n".join(lines) + "\n")
         log.warning(
-            "MLflow unreachable: %d record(s) spooled to %s; they are sent by the next stage "
+            "MLflow %s: %d record(s) spooled to %s; they are sent by the next stage "
             "that reaches the server",
+            self._failure,
             len(self._pending),
             self.spool,
         )
