@@ -24,6 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 AUTH_INI = ROOT / "deploy" / "mlflow-auth.ini"
 SECRETS = ("PGPASSWORD", "MLFLOW_AUTH_ADMIN_PASSWORD", "MLFLOW_FLASK_SERVER_SECRET_KEY")
 ADMIN = "admin"  # admin_username in deploy/mlflow-auth.ini
+DEBIAN_POSTGRESQL = Path("/usr/lib/postgresql")  # <major version>/bin/{initdb,pg_ctl,...}
 
 
 def server_command(host: str, port: int, artifacts: str) -> list[str]:
@@ -65,7 +66,7 @@ def postgres_bindir() -> Path | None:
     found = shutil.which("pg_ctl")
     if found:
         return Path(found).resolve().parent
-    versions = [p.parent for p in Path("/usr/lib/postgresql").glob("*/bin/pg_ctl")]
+    versions = [p.parent for p in DEBIAN_POSTGRESQL.glob("*/bin/pg_ctl")]
     return max(versions, key=lambda p: int(p.parent.name), default=None)
 
 
@@ -75,7 +76,7 @@ def require_postgres() -> Path:
     if bindir is None:
         reason = "PostgreSQL server binaries (initdb, pg_ctl) absent: apt-get install postgresql"
         if os.environ.get("CI") == "true":
-            pytest.fail(reason)
+            pytest.fail(f"{reason}; .ci/run installs it before make test")
         pytest.skip(reason)
     return bindir
 
