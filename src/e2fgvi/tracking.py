@@ -38,9 +38,9 @@ _REFUSED = {
 }
 
 
-def failure_reason(exc: BaseException) -> str:
-    """Why a tracking call failed, in words: refused credentials, or the server unreachable."""
-    return _REFUSED.get(getattr(exc, "error_code", ""), f"unreachable ({type(exc).__name__})")
+def refusal(exc: BaseException) -> str | None:
+    """The server's refusal of this user (HTTP 401/403) in words; None for any other failure."""
+    return _REFUSED.get(getattr(exc, "error_code", ""))
 
 
 def tracking_uri(store_dir: str | Path) -> str:
@@ -118,7 +118,7 @@ class RunLogger:
     retry_interval_s: float = 30.0
     _pending: list[dict[str, Any]] = field(default_factory=list)
     _last_failure: float = -1e18
-    _failure: str = "unreachable"
+    _refused: str | None = None
     _warned: bool = False
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _stash: Path | None = None
@@ -180,13 +180,13 @@ class RunLogger:
             except Exception as exc:  # any tracking failure must not stop training
                 del self._pending[:sent]
                 self._last_failure = time.monotonic()
-                self._failure = failure_reason(exc)
+                self._refused = refusal(exc)
                 if not self._warned:
                     self._warned = True
                     log.warning(
                         "MLflow tracking at %s %s; buffering %d record(s), retrying every %.0f s",
                         self.uri,
-                        self._failure,
+                        self._refused or f"unreachable ({type(exc).__name__})",
                         len(self._pending),
                         self.retry_interval_s,
                     )
@@ -210,7 +210,8 @@ class RunLogger:
                 self._stash = None
             return True
         if self.spool is None:
-            log.error("MLflow %s: %d record(s) not sent", self._failure, len(self._pending))
+            reason = self._refused or "unreachable"
+            log.error("MLflow %s: %d record(s) could not be sent", reason, len(self._pending))
             return False
         with self._lock:
             # Appending keeps what an earlier stage spooled for the same run, in order.
@@ -224,7 +225,7 @@ class RunLogger:
         log.warning(
             "MLflow %s: %d record(s) spooled to %s; they are sent by the next stage "
             "that reaches the server",
-            self._failure,
+            self._refused or "unreachable",
             len(self._pending),
             self.spool,
         )
