@@ -95,7 +95,8 @@ class Postgres:
 
     def run(self, program: str, *args: str, **kwargs) -> subprocess.CompletedProcess:
         command = [*self.as_user, str(self.bindir / program), *args]
-        return subprocess.run(command, capture_output=True, text=True, **kwargs)
+        # In its own folder: the checkout may be closed to the `postgres` user.
+        return subprocess.run(command, cwd=self.folder, capture_output=True, text=True, **kwargs)
 
     def as_superuser(self, program: str, *args: str, **kwargs) -> subprocess.CompletedProcess:
         """A client program as the superuser over the Unix socket (peer authentication)."""
