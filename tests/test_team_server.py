@@ -40,7 +40,7 @@ SHRINK = {
               "image_every": 2},
     "eval": {"max_videos": 1, "vfid": False},
     "cost": {"warmup_steps": 1},
-    # Checkpoints (hundreds of MB) are the one artifact this test does not need to upload.
+    # Checkpoints (both networks and their optimizer states) are not needed to test the upload.
     "tracking": {"experiment": EXPERIMENT, "log_checkpoints": False},
 }  # fmt: skip
 # Optional, so that the default services start without it; the team services fail without it.
