@@ -12,6 +12,7 @@ Modules: ``uri`` (which store a stage logs to, the train stage's run reference),
 (reading runs back).
 """
 
+from e2fgvi.tracking.client import refusal
 from e2fgvi.tracking.logger import RunLogger, attach, replay_spool
 from e2fgvi.tracking.queries import (
     RunRecord,
@@ -30,6 +31,7 @@ __all__ = [
     "list_artifacts",
     "metric_history",
     "read_run_reference",
+    "refusal",
     "replay_spool",
     "search_runs",
     "stage_uri",
