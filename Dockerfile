@@ -1,15 +1,14 @@
-# e2fgvi-repro: the pinned environment for `dvc repro` on an NVIDIA GPU machine (README, "Container").
+# e2fgvi-repro: the pinned environment for `dvc repro` on an NVIDIA GPU machine (docs/operations.md).
 #
-# Base image: CUDA 13.0 + cuDNN 9 runtime on Ubuntu 24.04 LTS, pinned by tag AND digest. The digest
-# is the linux/amd64 manifest that blakedehaas/simulated-singularity pins in its `Dockerfile` and
-# documents, with its Docker Hub page, in `docs/architecture/dependencies.md`. No registry was
-# reachable where this file was written, so the digest could not be re-resolved here.
+# Base image: CUDA 13.0 + cuDNN 9 runtime on Ubuntu 24.04 LTS, pinned by tag AND digest (the
+# linux/amd64 manifest): Docker pulls by the digest, so a rebuild gets the same base even after the
+# tag is republished; `docker buildx imagetools inspect <tag>` shows the tag's current digest when
+# you decide to move it.
 # Why this base: torch 2.14.1 from requirements.lock is the cu130 build and brings its own CUDA 13.0
 # user-space libraries (the nvidia-*-cu13 / nvidia-cudnn-cu13 wheels), so the base's CUDA is not what
 # torch runs on; it only must not conflict (same CUDA 13.0, cuDNN 9) and it sets
 # NVIDIA_REQUIRE_CUDA=cuda>=13.0, so the NVIDIA container toolkit refuses a driver too old for
-# CUDA 13 at `docker run` instead of torch failing later. No 13.0 + cuDNN + Ubuntu 22.04 digest
-# could be found in public Dockerfiles, hence 24.04 (also the newer LTS).
+# CUDA 13 at `docker run` instead of torch failing later.
 FROM nvidia/cuda:13.0.3-cudnn-runtime-ubuntu24.04@sha256:af851538a2bb05f587f27b660d61de3643d964e75ef5c04f4086ff2b36f2a12a
 
 # UID/GID of the non-root user: match the host user who owns the mounted checkout

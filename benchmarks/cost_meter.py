@@ -4,7 +4,7 @@ Three figures:
   1. main-thread time inside meter calls, as the meter measures it itself;
   2. the same from outside: an empty loop with and without the meter (A/B, medians of 5);
   3. the sampler thread's CPU per sampling round, with the fake NVML from the tests (Python-side
-     cost only: a real NVML call adds driver time, which this GPU-less machine cannot measure).
+     cost only: a real NVML call adds driver time, which only a machine with a GPU can measure).
 The "typical CPU step" is a small conv-net training step at the sample profile's train size
 (8 frames of 60x108).
 
@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from fake_nvml import FakeGpu, FakeNvml
 
 from e2fgvi.config import CostParams
-from e2fgvi.cost.meter import CostMeter
+from e2fgvi.measure.meter import CostMeter
 
 STEPS = 5000
 
@@ -48,7 +48,7 @@ def metered_loop(steps: int) -> tuple[float, float]:
         meter.metrics_for_step(meter.end_step(step))
     elapsed = time.perf_counter() - t0
     record = meter.stop()
-    return elapsed, record["overhead"]["main_thread_s"]
+    return elapsed, record.overhead.main_thread_s
 
 
 def typical_cpu_step(steps: int = 22) -> dict:
@@ -69,7 +69,7 @@ def typical_cpu_step(steps: int = 22) -> dict:
             optimiser.step()
         meter.metrics_for_step(meter.end_step(step))
     record = meter.stop()
-    return {"step_s": record["step_s"]["median"], **record["overhead"]}
+    return {"step_s": record.step_s.median, **record.overhead.model_dump()}
 
 
 def sampler_round_us(rounds: int = 2000) -> float:

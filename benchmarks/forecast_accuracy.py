@@ -16,8 +16,8 @@ import torch
 
 from e2fgvi.config import CostParams, ForecastParams
 from e2fgvi.cost.forecast import StepSample, forecast
-from e2fgvi.cost.meter import CostMeter
 from e2fgvi.cost.profile import profile_steps
+from e2fgvi.measure.meter import CostMeter
 
 WARMUP, WINDOW = 3, 20
 
@@ -54,9 +54,9 @@ def main() -> None:
         with meter.compute():
             step()
         meter.end_step(i)
-    measured_s = meter.stop()["measured_time_s"]
+    measured_s = meter.stop().measured_time_s
 
-    wall = {k: v * 3600 for k, v in result["wall_h"].items()}
+    wall = {k: v * 3600 for k, v in result.wall_h.model_dump().items()}
     error = wall["mean"] / measured_s - 1
     inside = wall["low"] <= measured_s <= wall["high"]
     print(f"profile window: {WARMUP} warm-up + {WINDOW} measured steps of {clips}x3x60x108")

@@ -10,11 +10,12 @@ import torch
 import torchvision
 
 from e2fgvi.config import CostParams, ForecastParams
-from e2fgvi.cost.flops import measure_step_flops, peak_flops, precision_of
 from e2fgvi.cost.forecast import StepSample, bootstrap_mean, forecast, forecast_metrics
-from e2fgvi.cost.meter import CostMeter
+from e2fgvi.cost.mfu import peak_flops, precision_of
 from e2fgvi.cost.profile import largest_fitting, probe_memory, profile
 from e2fgvi.errors import UserError
+from e2fgvi.measure.flops import measure_step_flops
+from e2fgvi.measure.meter import CostMeter
 
 PLAN = ForecastParams(iterations=1000, global_batch=8, gpus=8)
 
@@ -29,23 +30,23 @@ def test_forecast_arithmetic():
     sample = StepSample.from_times([2.0, 2.0, 2.0], clips_per_gpu=1)
     result = forecast(sample, _cfg(), np.random.default_rng(0), gpu_power_w=300.0)
     hours = 1000 * 2.0 / 3600
-    assert result["wall_h"] == pytest.approx({"mean": hours, "low": hours, "high": hours})
-    assert result["gpu_hours"]["mean"] == pytest.approx(8 * hours)
+    assert result.wall_h.model_dump() == pytest.approx({"mean": hours, "low": hours, "high": hours})
+    assert result.gpu_hours.mean == pytest.approx(8 * hours)
     kwh = 300.0 * 8 * 2000.0 / 3.6e6
-    assert result["energy_kwh"]["mean"] == pytest.approx(kwh)
-    assert result["money"]["mean"] == pytest.approx(8 * hours * 2.0 + kwh * 0.5)
-    assert result["clips_per_gpu"] == 1 and result["steps_measured"] == 3
+    assert result.energy_kwh.mean == pytest.approx(kwh)
+    assert result.money.mean == pytest.approx(8 * hours * 2.0 + kwh * 0.5)
+    assert result.clips_per_gpu == 1 and result.steps_measured == 3
 
 
 def test_forecast_scales_with_clips_per_gpu_and_without_power():
     sample = StepSample.from_times([4.0], clips_per_gpu=2)  # measured at 2 clips, plan has 1
     result = forecast(sample, _cfg(), np.random.default_rng(0))
-    assert result["step_s"]["mean"] == pytest.approx(2.0)
-    assert result["energy_kwh"] is None and result["money_includes_energy"] is False
-    assert result["money"]["mean"] == pytest.approx(result["gpu_hours"]["mean"] * 2.0)
+    assert result.step_s.mean == pytest.approx(2.0)
+    assert result.energy_kwh is None and result.money_includes_energy is False
+    assert result.money.mean == pytest.approx(result.gpu_hours.mean * 2.0)
     metrics = forecast_metrics(result)
     assert metrics["cost/forecast_energy_kwh"] is None
-    assert metrics["cost/forecast_gpu_hours_high"] == result["gpu_hours"]["high"]
+    assert metrics["cost/forecast_gpu_hours_high"] == result.gpu_hours.high
 
 
 def test_indivisible_plan_is_a_user_error():
@@ -113,7 +114,7 @@ def test_forecast_from_first_steps_matches_longer_cpu_run(one_thread):
     sample = StepSample.from_times(measured[:10], clips_per_gpu=2)
     result = forecast(sample, CostParams(forecast=plan), np.random.default_rng(0))
     actual_h = sum(measured) / 3600
-    error = result["wall_h"]["mean"] / actual_h - 1
+    error = result.wall_h.mean / actual_h - 1
     logging.getLogger(__name__).info("forecast error on CPU: %+.1f %%", 100 * error)
     # Shared CI cores make this noisy (-26 % to +12 % seen on 2 loaded cores); the bound still
     # catches arithmetic or weighting mistakes, which are off by whole factors.
@@ -161,7 +162,7 @@ def test_largest_fitting_searches_monotone_limit():
 
 def test_memory_probe_is_gpu_only():
     result = probe_memory(_toy_factory, torch.device("cpu"), 4)
-    assert result["max_clips_per_gpu"] is None and "GPU-only" in result["note"]
+    assert result.max_clips_per_gpu is None and "GPU-only" in result.note
 
 
 def test_profile_core_on_cpu_workload():
@@ -170,14 +171,14 @@ def test_profile_core_on_cpu_workload():
     )
     cfg = CostParams(forecast=window)
     report = profile(_toy_factory, cfg, torch.device("cpu"), "fp32", np.random.default_rng(0))
-    record = report["record"]
-    assert record["steps"]["measured"] == 4 and record["steps"]["warmup"] == 1
-    assert record["flops_per_step"] > 0
-    fc = report["forecast"]
-    assert fc["iterations"] == 500_000 and fc["gpus"] == 8 and fc["steps_measured"] == 4
-    assert fc["wall_h"]["low"] <= fc["wall_h"]["mean"] <= fc["wall_h"]["high"]
-    assert report["measured"]["mfu"] is None  # no peak entry for a CPU
-    assert report["memory"]["max_clips_per_gpu"] is None
+    record = report.record
+    assert record.steps.measured == 4 and record.steps.warmup == 1
+    assert record.flops_per_step > 0
+    fc = report.forecast
+    assert fc.iterations == 500_000 and fc.gpus == 8 and fc.steps_measured == 4
+    assert fc.wall_h.low <= fc.wall_h.mean <= fc.wall_h.high
+    assert report.measured.mfu is None  # no peak entry for a CPU
+    assert report.memory.max_clips_per_gpu is None
 
 
 @pytest.mark.gpu
@@ -190,34 +191,39 @@ def test_memory_probe_finds_a_fit_on_gpu():
         return lambda: net(batch).sum().backward()
 
     result = probe_memory(factory, device, 4)
-    assert result["max_clips_per_gpu"] == 4 and all(p["fits"] for p in result["probed"])
+    assert result.max_clips_per_gpu == 4 and all(p.fits for p in result.probed)
 
 
 def test_run_shorter_than_warmup_has_no_forecast_but_a_reason():
-    from e2fgvi.cost.record import as_gathered
     from e2fgvi.cost.summary import build_report
 
     meter = CostMeter(CostParams(warmup_steps=5), torch.device("cpu"), 1)
     meter.start()
     for step in range(3):
         meter.end_step(step)
-    report = build_report(as_gathered(meter.stop()), CostParams(), "fp32", np.random.default_rng(0))
-    assert report["forecast"] is None
-    assert report["forecast_note"] == "no measured steps (all 3 steps were warm-up)"
-    assert report["measured"]["step_time_median_s"] is None
-    assert any("FLOPs per step not recorded" in n for n in report["notes"])
-    assert any("no cost.peak_tflops entry (fp32) matches ['cpu']" in n for n in report["notes"])
+    gathered = meter.gather(meter.stop())
+    report = build_report(gathered, CostParams(), "fp32", np.random.default_rng(0))
+    assert report.forecast is None
+    assert report.forecast_note == "no measured steps (all 3 steps were warm-up)"
+    assert report.measured.step_time_median_s is None
+    assert any("FLOPs per step not recorded" in n for n in report.notes)
+    assert any("no cost.peak_tflops entry (fp32) matches ['cpu']" in n for n in report.notes)
 
 
 def test_resumed_sessions_add_up():
     from e2fgvi.cost.summary import all_sessions
 
-    first = {"wall_s": 100.0, "gpus": 8, "gpu_energy_j": 3.6e6, "cpu_energy_j": None,
-             "steps_total": 40, "cpu_time_s": 50.0}  # fmt: skip
-    second = {"wall_s": 50.0, "gpus": 4, "gpu_energy_j": 1.8e6, "cpu_energy_j": None,
-              "steps_total": 20, "cpu_time_s": 30.0}  # fmt: skip
+    meter = CostMeter(CostParams(warmup_steps=0), torch.device("cpu"), 1)
+    meter.start()
+    meter.end_step(1)
+    base = meter.gather(meter.stop()).totals
+    first = base.model_copy(update={"wall_s": 100.0, "gpus": 8, "gpu_energy_j": 3.6e6,
+                                    "cpu_energy_j": None, "steps_total": 40,
+                                    "cpu_time_s": 50.0})  # fmt: skip
+    second = base.model_copy(update={"wall_s": 50.0, "gpus": 4, "gpu_energy_j": 1.8e6,
+                                     "steps_total": 20, "cpu_time_s": 30.0})  # fmt: skip
     overall = all_sessions(second, [first])
-    assert overall["sessions"] == 2 and overall["steps_total"] == 60
-    assert overall["wall_s"] == 150.0 and overall["gpu_s"] == 100 * 8 + 50 * 4
-    assert overall["gpu_energy_j"] == 5.4e6 and overall["cpu_energy_j"] is None
-    assert overall["cpu_time_s"] == 80.0
+    assert overall.sessions == 2 and overall.steps_total == 60
+    assert overall.wall_s == 150.0 and overall.gpu_s == 100 * 8 + 50 * 4
+    assert overall.gpu_energy_j == 5.4e6 and overall.cpu_energy_j is None
+    assert overall.cpu_time_s == 80.0

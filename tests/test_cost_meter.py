@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import copy
 import json
 import os
 import socket
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -14,11 +14,20 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from e2fgvi.config import CostParams
-from e2fgvi.cost.host import open_rapl, process_usage
-from e2fgvi.cost.meter import CostMeter
-from e2fgvi.cost.record import as_gathered, merge_ranks, totals
-from e2fgvi.cost.series import Downsampled, describe
 from e2fgvi.errors import UserError
+from e2fgvi.measure.host import open_rapl, process_usage
+from e2fgvi.measure.meter import CostMeter
+from e2fgvi.measure.record import (
+    SCHEMA,
+    CostRecord,
+    GpuRecord,
+    RankRecord,
+    Series,
+    read_record,
+    write_record,
+)
+from e2fgvi.measure.series import Downsampled, describe
+from e2fgvi.measure.totals import merge_ranks, totals
 
 
 def _run(meter: CostMeter, steps: int, data_s: float = 0.005, compute_s: float = 0.01) -> list:
@@ -41,26 +50,26 @@ def test_steps_split_into_data_and_compute_and_warmup_excluded():
     for t in timings:
         assert t.data_s >= 0.005 and t.compute_s >= 0.01
         assert t.total_s >= t.data_s + t.compute_s
-    assert record["steps"] == {
+    assert record.steps.model_dump() == {
         "total": 6, "warmup": 2, "measured": 4, "first_measured": 2, "last_measured": 5
     }  # fmt: skip
-    assert record["step_s"]["n"] == 4 and record["step_s"]["median"] >= 0.015
-    assert record["step_s"]["p90"] >= record["step_s"]["median"]
-    assert len(record["warmup_step_s"]) == 2
-    assert record["clips_per_s"] == pytest.approx(3 / record["step_s"]["mean"])
-    json.dumps(record, allow_nan=False)  # JSON-serialisable, no NaN
+    assert record.step_s.n == 4 and record.step_s.median >= 0.015
+    assert record.step_s.p90 >= record.step_s.median
+    assert len(record.warmup_step_s) == 2
+    assert record.clips_per_s == pytest.approx(3 / record.step_s.mean)
+    json.dumps(record.model_dump(mode="json"), allow_nan=False)  # JSON-serialisable, no NaN
 
 
 def test_cpu_record_states_gpu_fields_null_and_conditions():
     meter = CostMeter(CostParams(warmup_steps=1, nvml_interval_s=0.25), torch.device("cpu"), 1)
     _run(meter, 3, 0.0, 0.001)
     record = meter.stop()
-    assert record["gpu"] is None and record["torch_memory"] is None
-    assert "no CUDA device" in record["gpu_note"]
-    cond = record["conditions"]
-    assert cond["synchronised"] is False and cond["gpu_count"] == 0
-    assert cond["warmup_excluded"] == 1 and cond["nvml_interval_s"] == 0.25
-    assert record["cpu"]["cpu_user_s"] > 0 and record["cpu"]["peak_rss_mb"] > 0
+    assert record.gpu is None and record.torch_memory is None
+    assert "no CUDA device" in record.gpu_note
+    cond = record.conditions
+    assert cond.synchronised is False and cond.gpu_count == 0
+    assert cond.warmup_excluded == 1 and cond.nvml_interval_s == 0.25
+    assert record.cpu.cpu_user_s > 0 and record.cpu.peak_rss_mb > 0
 
 
 def test_metrics_for_step_and_conditions():
@@ -73,25 +82,27 @@ def test_metrics_for_step_and_conditions():
     assert metrics["cost/data_wait_s"] == timing.data_s
     assert metrics["cost/clips_per_s"] == pytest.approx(2 / timing.total_s)
     assert not any(key.startswith("cost/gpu_") for key in metrics)
-    assert record["conditions"]["amp"] == "fp32"
+    assert record.conditions.switches == {"amp": "fp32", "tf32": False}
+    assert record.conditions.flat()["amp"] == "fp32"
 
 
 def test_meter_overhead_is_measured_and_small():
     meter = CostMeter(CostParams(warmup_steps=0), torch.device("cpu"), 1)
     _run(meter, 20, 0.0, 0.01)
-    overhead = meter.stop()["overhead"]
-    assert 0 < overhead["main_thread_s"] < 0.01
-    assert overhead["per_step_us"] > 0
+    overhead = meter.stop().overhead
+    assert 0 < overhead.main_thread_s < 0.01
+    assert overhead.per_step_us > 0
     # Target is < 0.5 %; the bound here is loose because CI shares its cores.
-    assert overhead["fraction_of_step_time"] < 0.02
+    assert overhead.fraction_of_step_time < 0.02
 
 
-def test_gather_without_distributed_returns_record_unchanged():
+def test_gather_without_distributed_is_the_one_rank_record():
     meter = CostMeter(CostParams(warmup_steps=0), torch.device("cpu"), 1)
     _run(meter, 2, 0.0, 0.0)
     record = meter.stop()
-    assert meter.gather(record) is record
-    assert as_gathered(record)["totals"]["ranks"] == 1
+    gathered = meter.gather(record)
+    assert gathered.ranks == [record] and gathered.world_size == 1
+    assert gathered.totals.ranks == 1 and gathered.totals.steps_total == 2
 
 
 def _free_port() -> int:
@@ -107,8 +118,7 @@ def _worker(rank: int, port: int, out: str) -> None:
     _run(meter, 4, 0.0, 0.005 * (1 + rank))
     gathered = meter.gather(meter.stop())
     if rank == 0:
-        with open(out, "w") as handle:
-            json.dump(gathered, handle)
+        write_record(Path(out), gathered)
     else:
         assert gathered is None
     dist.destroy_process_group()
@@ -117,25 +127,43 @@ def _worker(rank: int, port: int, out: str) -> None:
 def test_gather_under_gloo_merges_two_ranks(tmp_path):
     out = tmp_path / "gathered.json"
     mp.spawn(_worker, args=(_free_port(), str(out)), nprocs=2, join=True)
-    gathered = json.loads(out.read_text())
-    assert gathered["kind"] == "gathered" and gathered["world_size"] == 2
-    assert [r["rank"] for r in gathered["ranks"]] == [0, 1]
-    tot = gathered["totals"]
-    assert tot["clips_per_step"] == 3
-    assert tot["clips_per_s"] == pytest.approx(sum(r["clips_per_s"] for r in gathered["ranks"]))
-    assert tot["step_s_median"] == max(r["step_s"]["median"] for r in gathered["ranks"])
+    gathered = read_record(out)
+    assert gathered.kind == "gathered" and gathered.world_size == 2
+    assert [r.rank for r in gathered.ranks] == [0, 1]
+    tot = gathered.totals
+    assert tot.clips_per_step == 3
+    assert tot.clips_per_s == pytest.approx(sum(r.clips_per_s for r in gathered.ranks))
+    assert tot.step_s_median == max(r.step_s.median for r in gathered.ranks)
 
 
-def _fake_rank(rank: int, host: str, uuid: str | None, energy: float | None, cpu_j) -> dict:
+def _gpu(uuid: str, energy: float | None) -> GpuRecord:
+    timeline = Series(fields=["t_s"], stride=1, rows=[], counts=[])
+    return GpuRecord(
+        name="fake", uuid=uuid, samples=2, duration_s=1.0, energy_j=energy,
+        energy_source="counter", energy_counter_error=None, energy_power_integral_j=None,
+        counter_wraps=0, counter_resets=0, fallback_intervals=0, mean_power_w=None,
+        mem_total_mb=None, stats={}, unsupported=[], timeline=timeline,
+    )  # fmt: skip
+
+
+def _fake_rank(rank: int, host: str, uuid: str | None, energy: float | None, cpu_j) -> RankRecord:
     meter = CostMeter(CostParams(warmup_steps=0), torch.device("cpu"), 1)
     _run(meter, 2, 0.0, 0.0)
     record = meter.stop()
-    record.update(rank=rank, host=host)
-    record["cpu"]["energy_j"] = cpu_j
+    update = {
+        "rank": rank,
+        "host": host,
+        "cpu": record.cpu.model_copy(update={"energy_j": cpu_j}),
+    }
     if uuid is not None:
-        record["gpu"] = {"uuid": uuid, "energy_j": energy, "energy_source": "counter"}
-        record["conditions"]["gpu_count"] = 1
-    return record
+        update["gpu"] = _gpu(uuid, energy)
+        update["conditions"] = record.conditions.model_copy(update={"gpu_count": 1})
+    return record.model_copy(update=update)
+
+
+def _with(record: RankRecord, part: str, **changes) -> RankRecord:
+    """A copy of ``record`` with fields of one of its parts changed."""
+    return record.model_copy(update={part: getattr(record, part).model_copy(update=changes)})
 
 
 def test_totals_count_each_gpu_and_each_host_once():
@@ -145,20 +173,56 @@ def test_totals_count_each_gpu_and_each_host_once():
         _fake_rank(2, "b", "GPU-2", 300.0, 70.0),
     ]
     tot = totals(ranks)
-    assert tot["gpus"] == 3 and tot["gpu_energy_j"] == 600.0 and tot["cpu_energy_j"] == 120.0
-    ranks[2]["gpu"]["uuid"] = "GPU-1"  # two ranks sharing a GPU count it once
-    assert totals(ranks)["gpu_energy_j"] == 300.0
-    partial = copy.deepcopy(ranks)
-    partial[1]["gpu"]["energy_j"] = None
-    assert totals(partial)["gpu_energy_j"] is None  # never a silent partial sum
-    partial[2]["cpu"]["energy_j"] = None
-    assert totals(partial)["cpu_energy_j"] is None
-    assert [r["rank"] for r in merge_ranks(ranks[::-1])["ranks"]] == [0, 1, 2]
+    assert tot.gpus == 3 and tot.gpu_energy_j == 600.0 and tot.cpu_energy_j == 120.0
+    shared = [*ranks[:2], _with(ranks[2], "gpu", uuid="GPU-1")]
+    assert totals(shared).gpu_energy_j == 300.0  # two ranks sharing a GPU count it once
+    partial = [ranks[0], _with(ranks[1], "gpu", energy_j=None), ranks[2]]
+    assert totals(partial).gpu_energy_j is None  # never a silent partial sum
+    partial[2] = _with(partial[2], "cpu", energy_j=None)
+    assert totals(partial).cpu_energy_j is None
+    assert [r.rank for r in merge_ranks(ranks[::-1]).ranks] == [0, 1, 2]
 
 
-def test_as_gathered_rejects_non_records():
-    with pytest.raises(UserError, match=r"cost_raw\.json: not a cost record"):
-        as_gathered({"hello": 1}, "cost_raw.json")
+def _recorded(tmp_path) -> Path:
+    meter = CostMeter(CostParams(warmup_steps=0), torch.device("cpu"), 1)
+    _run(meter, 2, 0.0, 0.0)
+    path = tmp_path / "cost_raw.json"
+    write_record(path, meter.gather(meter.stop()))
+    return path
+
+
+def test_record_file_round_trips_and_is_readable_json(tmp_path):
+    path = _recorded(tmp_path)
+    text = path.read_text()
+    assert text.startswith("{\n") and '"schema": 2' in text  # indented, versioned
+    record = read_record(path)
+    assert isinstance(record, CostRecord) and record.schema_version == SCHEMA
+    assert read_record(path) == record and record.totals.steps_total == 2
+
+
+def test_record_files_of_another_schema_or_malformed_are_one_line(tmp_path):
+    path = _recorded(tmp_path)
+    raw = json.loads(path.read_text())
+    cases = {
+        "not valid JSON": "{",
+        r"not a cost record \(no 'schema'\)": json.dumps({"hello": 1}),
+        "cost record of schema 1, this code reads schema 2": json.dumps({**raw, "schema": 1}),
+        r"totals\.wall_s: Input should be a valid number": json.dumps(
+            {**raw, "totals": {**raw["totals"], "wall_s": "long"}}
+        ),
+        r"ranks\.0\.extra: Extra inputs are not permitted": json.dumps(
+            {**raw, "ranks": [{**raw["ranks"][0], "extra": 1}]}
+        ),
+    }
+    for message, text in cases.items():
+        path.write_text(text)
+        with pytest.raises(UserError, match=rf"cost_raw\.json: {message}.*rerun the train stage"):
+            read_record(path)
+        with pytest.raises(UserError) as info:
+            read_record(path)
+        assert "\n" not in str(info.value)
+    with pytest.raises(UserError, match=r"missing\.json: not found; do this"):
+        read_record(tmp_path / "missing.json", "do this")
 
 
 def _powercap(root, energy: int, max_range: int = 1_000_000) -> None:
@@ -204,10 +268,10 @@ def test_downsampled_stays_bounded_and_keeps_the_mean():
     known = [v for i, v in enumerate(values) if i != 3]
     weighted = sum(p[1] * n for p, n in points) / 1000
     assert weighted == pytest.approx(sum(known) / len(known), rel=1e-2)
-    assert series.to_dict()["stride"] >= 128
+    assert series.to_series().stride >= 128
 
 
 def test_describe_empty_and_values():
-    assert describe([])["median"] is None
+    assert describe([]).median is None
     stats = describe([1.0, 2.0, 3.0, 4.0])
-    assert stats["median"] == 2.5 and stats["n"] == 4 and stats["max"] == 4.0
+    assert stats.median == 2.5 and stats.n == 4 and stats.max == 4.0

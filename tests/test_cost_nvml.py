@@ -10,8 +10,8 @@ import torch
 from fake_nvml import FakeClock, FakeGpu, FakeNvml, NVMLError
 
 from e2fgvi.config import CostParams
-from e2fgvi.cost.meter import CostMeter
-from e2fgvi.cost.nvml import (
+from e2fgvi.measure.meter import CostMeter
+from e2fgvi.measure.nvml import (
     EnergyCounter,
     GpuProbe,
     NvmlUnavailableError,
@@ -19,7 +19,7 @@ from e2fgvi.cost.nvml import (
     resolve_handle,
     visible_entries,
 )
-from e2fgvi.cost.sampling import SamplerThread
+from e2fgvi.measure.sampling import SamplerThread
 
 UUIDS = [f"GPU-{i}aaaaaaa-1111-2222-3333-44444444444{i}" for i in range(4)]
 
@@ -84,11 +84,11 @@ def test_energy_from_the_cumulative_counter():
         gpu.energy_mj += 300_000  # 300 J in 2 s: 150 W, while the power reading says 100 W
         probe.sample()
     summary = probe.summary()
-    assert summary["energy_source"] == "counter"
-    assert summary["energy_j"] == pytest.approx(1200.0)
-    assert summary["energy_power_integral_j"] == pytest.approx(800.0)  # kept for comparison
-    assert summary["mean_power_w"] == pytest.approx(150.0)
-    assert summary["samples"] == 5 and summary["counter_wraps"] == 0
+    assert summary.energy_source == "counter"
+    assert summary.energy_j == pytest.approx(1200.0)
+    assert summary.energy_power_integral_j == pytest.approx(800.0)  # kept for comparison
+    assert summary.mean_power_w == pytest.approx(150.0)
+    assert summary.samples == 5 and summary.counter_wraps == 0
 
 
 def test_missing_counter_falls_back_to_power_integral():
@@ -101,9 +101,9 @@ def test_missing_counter_falls_back_to_power_integral():
     clock.now += 1.0
     probe.sample()
     summary = probe.summary()
-    assert summary["energy_source"] == "power_integral"
-    assert "Not Supported" in summary["energy_counter_error"]
-    assert summary["energy_j"] == pytest.approx(150 * 2 + 200 * 1)  # trapezoid rule
+    assert summary.energy_source == "power_integral"
+    assert "Not Supported" in summary.energy_counter_error
+    assert summary.energy_j == pytest.approx(150 * 2 + 200 * 1)  # trapezoid rule
     assert gpu.calls["energy"] == 1  # a missing counter is not asked again
 
 
@@ -115,8 +115,8 @@ def test_counter_wraparound_is_added_not_lost():
     gpu.energy_mj = 1_500_000  # wrapped: 500 J before the wrap + 1500 J after
     probe.sample()
     summary = probe.summary()
-    assert summary["energy_j"] == pytest.approx(2000.0)
-    assert summary["counter_wraps"] == 1 and summary["counter_resets"] == 0
+    assert summary.energy_j == pytest.approx(2000.0)
+    assert summary.counter_wraps == 1 and summary.counter_resets == 0
 
 
 def test_counter_reset_uses_power_for_that_interval():
@@ -130,8 +130,8 @@ def test_counter_reset_uses_power_for_that_interval():
     gpu.energy_mj += 1_000_000  # 1000 J counted normally afterwards
     probe.sample()
     summary = probe.summary()
-    assert summary["counter_resets"] == 1 and summary["fallback_intervals"] == 1
-    assert summary["energy_j"] == pytest.approx(250 * 4 + 1000)
+    assert summary.counter_resets == 1 and summary.fallback_intervals == 1
+    assert summary.energy_j == pytest.approx(250 * 4 + 1000)
 
 
 def test_energy_counter_plausibility_bound():
@@ -149,11 +149,11 @@ def test_unsupported_fields_are_null_and_not_retried():
         probe.sample()
         clock.now += 1.0
     summary = probe.summary()
-    assert summary["unsupported"] == ["temp_c"]
-    assert summary["stats"]["temp_c"] == {"mean": None, "max": None}
+    assert summary.unsupported == ["temp_c"]
+    assert summary.stats["temp_c"].model_dump() == {"mean": None, "max": None}
     assert gpu.calls["temperature"] == 1
-    assert summary["stats"]["util_pct"]["max"] == 50.0
-    assert summary["name"] == "NVIDIA H100 80GB HBM3"  # bytes decoded
+    assert summary.stats["util_pct"].max == 50.0
+    assert summary.name == "NVIDIA H100 80GB HBM3"  # bytes decoded
 
 
 class _Counting:
@@ -188,11 +188,11 @@ def test_meter_record_with_fake_gpu(nvml):
         timing = meter.end_step(step)
     metrics = meter.metrics_for_step(timing)
     record = meter.stop()
-    json.dumps(record, allow_nan=False)
-    assert record["gpu"]["uuid"] == UUIDS[2]
-    assert record["gpu"]["energy_source"] == "counter"
-    assert record["gpu"]["energy_j"] == pytest.approx(3.0)
-    assert record["conditions"]["gpu_count"] == 1 and record["device_name"] == "cpu"
+    json.dumps(record.model_dump(mode="json"), allow_nan=False)
+    assert record.gpu.uuid == UUIDS[2]
+    assert record.gpu.energy_source == "counter"
+    assert record.gpu.energy_j == pytest.approx(3.0)
+    assert record.conditions.gpu_count == 1 and record.device_name == "cpu"
     assert metrics["cost/gpu_power_w"] == 100.0 and metrics["cost/gpu_util_pct"] == 50.0
 
 
@@ -200,7 +200,6 @@ def test_report_of_a_fake_gpu_run(nvml, tmp_path):
     import matplotlib.image
     import numpy as np
 
-    from e2fgvi.cost.record import as_gathered
     from e2fgvi.cost.report import write_report
     from e2fgvi.cost.summary import build_report
 
@@ -212,16 +211,16 @@ def test_report_of_a_fake_gpu_run(nvml, tmp_path):
             time.sleep(0.02)
         nvml.gpus[0].energy_mj += 36_000  # 36 J per step
         meter.end_step(step)
-    gathered = as_gathered(meter.stop())
+    gathered = meter.gather(meter.stop())
     report = build_report(gathered, cfg, "fp32", np.random.default_rng(0))
-    measured = report["measured"]
-    assert measured["gpus"] == 1 and measured["energy_gpu_kwh"] == pytest.approx(144 / 3.6e6)
-    assert measured["gpu_hours"] == pytest.approx(gathered["totals"]["wall_s"] / 3600)
-    assert measured["money"] == pytest.approx(
-        measured["gpu_hours"] * cfg.price_per_gpu_hour + measured["energy_kwh"] * cfg.price_per_kwh
+    measured = report.measured
+    assert measured.gpus == 1 and measured.energy_gpu_kwh == pytest.approx(144 / 3.6e6)
+    assert measured.gpu_hours == pytest.approx(gathered.totals.wall_s / 3600)
+    assert measured.money == pytest.approx(
+        measured.gpu_hours * cfg.price_per_gpu_hour + measured.energy_kwh * cfg.price_per_kwh
     )
-    assert report["forecast"]["energy_kwh"] is not None  # measured power carries into forecast
-    paths = write_report(tmp_path, report, gathered["ranks"])
+    assert report.forecast.energy_kwh is not None  # measured power carries into forecast
+    paths = write_report(tmp_path, report, gathered.ranks)
     pixels = matplotlib.image.imread(tmp_path / "power.png")[..., :3]
     line_blue = (abs(pixels - np.array([0.12, 0.47, 0.71])) < 0.08).all(axis=-1)
     assert line_blue.sum() > 50  # the power curve is drawn (the no-GPU placeholder is text only)
@@ -234,4 +233,4 @@ def test_meter_keeps_running_when_the_gpu_cannot_be_mapped(nvml):
     meter.start()  # NVML has 4 GPUs: index 7 raises NVMLError inside NVML itself
     meter.end_step(0)
     record = meter.stop()
-    assert record["gpu"] is None and record["gpu_note"] == "Invalid Argument"
+    assert record.gpu is None and record.gpu_note == "Invalid Argument"

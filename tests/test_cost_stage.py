@@ -11,20 +11,21 @@ import time
 import pytest
 import torch
 import yaml
-from conftest import write_params
+from helpers import write_params
 
 from e2fgvi import cli, tracking
 from e2fgvi.atomic import write_json
 from e2fgvi.config import CostParams
 from e2fgvi.cost import compare
-from e2fgvi.cost.meter import CostMeter
 from e2fgvi.errors import UserError
+from e2fgvi.measure.meter import CostMeter
+from e2fgvi.measure.record import CostRecord, write_record
 from e2fgvi.stages import cost as cost_stage
 
 EXPERIMENT = "cost-test"
 
 
-def _cpu_record() -> dict:
+def _cpu_record() -> CostRecord:
     meter = CostMeter(CostParams(warmup_steps=1), torch.device("cpu"), clips_per_step=1)
     meter.start()
     for step in range(5):
@@ -35,6 +36,13 @@ def _cpu_record() -> dict:
         meter.end_step(step)
     meter.set_flops_per_step(1e9)
     return meter.gather(meter.stop())
+
+
+def _cost_stage(argv: list[str]) -> None:
+    """The cost stage's ``run`` on ``argv``, parsed by its own ``add_arguments``."""
+    parser = argparse.ArgumentParser()
+    cost_stage.add_arguments(parser)
+    cost_stage.run(parser.parse_args(argv))
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +56,7 @@ def staged(tmp_path_factory, repo_root):
     )
     logger.log_metrics({"eval/psnr": 31.5})
     assert logger.close()
-    write_json(run_dir / "cost_raw.json", _cpu_record())
+    write_record(run_dir / "cost_raw.json", _cpu_record())
     write_json(run_dir / "mlflow_run.json", {"run_id": logger.run_id, "uri": uri, "spool": None})
     write_json(
         run_dir / "params_used.json", yaml.safe_load((repo_root / "params.yaml").read_text())
@@ -58,7 +66,7 @@ def staged(tmp_path_factory, repo_root):
         "--params-used", str(run_dir / "params_used.json"), "--mlruns", str(mlruns),
         "--out", str(out), "--params", str(repo_root / "params.yaml"),
     ]  # fmt: skip
-    cost_stage.main(argv)
+    _cost_stage(argv)
     return {
         "root": root,
         "mlruns": mlruns,
@@ -141,13 +149,13 @@ def test_stage_errors_name_the_file(staged, tmp_path):
     argv = list(staged["argv"])
     argv[1] = str(tmp_path / "missing.json")
     with pytest.raises(UserError, match=r"missing\.json: not found"):
-        cost_stage.main(argv)
+        _cost_stage(argv)
     bad = tmp_path / "params_used.json"
     bad.write_text(json.dumps({"train": {"amp": "fp8"}}))
     argv = list(staged["argv"])
     argv[5] = str(bad)
     with pytest.raises(UserError, match=r"params_used\.json: train\.amp"):
-        cost_stage.main(argv)
+        _cost_stage(argv)
 
 
 def test_profile_command_logs_forecast_metrics(staged, tmp_path, capsys):

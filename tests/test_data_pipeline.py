@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 from _archives import frames, make_members, make_release
-from conftest import copy_repo, git_commit_all
+from helpers import copy_repo, git_commit_all
 
 from e2fgvi.data.frames import VideoZip, load_index
 

@@ -21,7 +21,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, write_params
+from helpers import ROOT, write_params
 
 GOLDEN = ROOT / "tests" / "data" / "golden_losses.json"
 ITERATIONS = 4

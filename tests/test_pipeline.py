@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import copy_repo, git_commit_all
+from helpers import copy_repo, git_commit_all
 
 from e2fgvi import tracking
 

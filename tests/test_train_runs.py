@@ -20,12 +20,13 @@ import mlflow_server
 import numpy as np
 import pytest
 import torch
-from conftest import ROOT, write_params
+from helpers import ROOT, write_params
 
 from e2fgvi import tracking
 from e2fgvi.config import load_params
 from e2fgvi.cost.forecast import StepSample, forecast
 from e2fgvi.cost.summary import summarise
+from e2fgvi.measure.record import read_record
 from e2fgvi.model import InpaintGenerator, load_generator_state
 
 pytestmark = pytest.mark.slow
@@ -153,9 +154,10 @@ def test_sigkill_at_a_random_step_then_rerun_reproduces_the_losses(full_run, tmp
     record = json.loads((tmp_path / "run" / "cost_raw.json").read_text())
     (killed,) = record["previous_sessions"]
     assert killed["steps_total"] == resumed_from and killed["wall_s"] > 0
-    summary = summarise(record, load_params(tmp_path / "params.yaml").cost, "fp32")
-    assert summary["sessions"] == 2 and summary["steps_total"] == 5
-    assert summary["wall_h"] * 3600 > record["totals"]["wall_s"] + killed["wall_s"] - 1e-6
+    typed = read_record(tmp_path / "run" / "cost_raw.json")
+    summary = summarise(typed, load_params(tmp_path / "params.yaml").cost, "fp32")
+    assert summary.sessions == 2 and summary.steps_total == 5
+    assert summary.wall_h * 3600 > record["totals"]["wall_s"] + killed["wall_s"] - 1e-6
 
 
 def test_ddp_with_two_gloo_processes_shards_the_global_batch(full_run, tmp_path, sample_dataset):
@@ -224,10 +226,10 @@ def test_forecast_from_the_first_steps_predicts_the_rest_of_the_run(full_run, ca
     cfg = load_params(full_run / "params.yaml").cost
     plan = cfg.forecast.model_copy(update={"iterations": len(times), "global_batch": 1, "gpus": 1})
     first = StepSample.from_times(times[:3], clips_per_gpu=1)
-    predicted = forecast(first, cfg, np.random.default_rng(0), plan=plan)["wall_h"]
-    error = predicted["mean"] * 3600 / sum(times) - 1
+    predicted = forecast(first, cfg, np.random.default_rng(0), plan=plan).wall_h
+    error = predicted.mean * 3600 / sum(times) - 1
     with capsys.disabled():
         print(f"\nforecast of 7 sample-profile steps from the first 3: error {100 * error:+.1f} %"
-              f" (band {predicted['low'] * 3600:.1f}-{predicted['high'] * 3600:.1f} s,"
+              f" (band {predicted.low * 3600:.1f}-{predicted.high * 3600:.1f} s,"
               f" measured {sum(times):.1f} s)")  # fmt: skip
     assert abs(error) < 0.5  # shared CI cores are noisy; arithmetic slips are whole factors

@@ -12,8 +12,8 @@ from e2fgvi.errors import UserError
 from e2fgvi.train import nets as netlib
 from e2fgvi.train import optim, provenance, session
 from e2fgvi.train.distributed import World
-from e2fgvi.train.loop import TrainPaths, make_loader, train_step
-from e2fgvi.train.steps import Clips
+from e2fgvi.train.loop import TrainPaths, make_loader
+from e2fgvi.train.steps import Clips, train_step
 
 CPU = World(0, 0, 1, torch.device("cpu"))
 
@@ -147,3 +147,16 @@ def test_interrupted_checkpoint_writes_are_cleared_on_resume(tiny, tmp_path):
     (folder / ".ckpt_0000004.pth.abc.tmp").write_bytes(b"partial")
     session.check_resume(tiny, paths, CPU, 0, {})
     assert not list(folder.glob("*.tmp"))
+
+
+def test_resume_refuses_an_earlier_cost_snapshot_it_cannot_read(tiny, tmp_path):
+    """Checked before training, so nothing is lost: one line naming the file and the remedy."""
+    paths = run_paths(tmp_path, tmp_path / "run")
+    snapshot = paths.folder(tiny) / "cost" / "session_0000001.json"
+    snapshot.parent.mkdir(parents=True)
+    snapshot.write_text('{"schema": 1, "kind": "gathered"}')
+    current = {"code_fingerprint": provenance.code_fingerprint()}
+    with pytest.raises(UserError, match=r"session_0000001\.json: cost record of schema 1") as info:
+        session.check_resume(tiny, paths, CPU, 4, current)
+    assert "delete that file" in str(info.value) and "\n" not in str(info.value)
+    session.check_resume(tiny, paths, CPU, 0, {})  # a fresh start's own file is not earlier

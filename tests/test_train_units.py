@@ -10,7 +10,7 @@ from e2fgvi.config import Params, TrainParams
 from e2fgvi.data.dataset import StepSampler
 from e2fgvi.errors import UserError
 from e2fgvi.train import checkpoint, optim, provenance
-from e2fgvi.train.distributed import World, per_rank_batch, select_device, torchrun_command
+from e2fgvi.train.distributed import World, init_world, per_rank_batch, torchrun_command
 from e2fgvi.train.telemetry import Averager, History
 
 
@@ -43,8 +43,9 @@ def test_foreign_and_corrupt_checkpoints_are_one_line_errors(tmp_path):
     with pytest.raises(UserError, match="not an e2fgvi-repro training checkpoint"):
         checkpoint.load_checkpoint(foreign)
     foreign.write_bytes(b"\x00garbage")
-    with pytest.raises(UserError, match="not a loadable checkpoint"):
+    with pytest.raises(UserError, match="not a loadable checkpoint; delete it to resume") as info:
         checkpoint.load_checkpoint(foreign)
+    assert str(info.value).startswith(f"{foreign}: ") and "\n" not in str(info.value)
 
 
 def test_rng_state_round_trip():
@@ -135,11 +136,20 @@ def test_each_rank_gets_its_own_gpu_or_a_one_line_error(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
     monkeypatch.setattr(torch.cuda, "set_device", chosen.append)
-    assert select_device("auto", 1) == torch.device("cuda", 1) and chosen == [1]
-    with pytest.raises(UserError, match=r"nproc_per_node to at most 2") as info:
-        select_device("cuda", 2)  # would share cuda:0 with rank 0: NCCL refuses that
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setattr(torch.distributed, "init_process_group", lambda *a, **k: None)
+    assert init_world("auto").device == torch.device("cuda", 1) and chosen == [1]
+    monkeypatch.setenv("LOCAL_RANK", "2")  # would share a GPU with another rank: NCCL refuses
+    with pytest.raises(
+        UserError,
+        match=r"^train\.device: process needs GPU 2 but 2 are visible; "
+        r"run at most 2 processes per node \(train\.nproc_per_node\)",
+    ) as info:
+        init_world("cuda")  # fmt: skip
     assert "\n" not in str(info.value) and chosen == [1]
-    assert select_device("cpu", 5) == torch.device("cpu")
+    assert init_world("cpu").device == torch.device("cpu")
 
 
 def test_checkpoint_artifact_is_logged_without_hard_links(tmp_path, monkeypatch):
@@ -167,7 +177,7 @@ def test_final_figures_of_a_diverged_run_are_strict_json(tmp_path, params, monke
 
     from e2fgvi import tracking
     from e2fgvi.atomic import write_json
-    from e2fgvi.cost.meter import CostMeter
+    from e2fgvi.measure.meter import CostMeter
     from e2fgvi.train import session
     from e2fgvi.train.session import TrainPaths
 
@@ -190,7 +200,8 @@ def test_final_figures_of_a_diverged_run_are_strict_json(tmp_path, params, monke
     meter = CostMeter(params.cost, torch.device("cpu"), 1)
     meter.start()
     nets = SimpleNamespace(generator=torch.nn.Linear(1, 1))
-    figures = session.finish(nets, params, paths, state, meter.stop())
+    ctx = session.TrainContext(params, None, nets, meter, state)
+    figures = session.finish(ctx, paths, meter.gather(meter.stop()))
     assert figures["loss_generator"] is None and figures["loss_hole"] == 0.5
     assert figures["skipped_updates"] == 3
     write_json(tmp_path / "train_metrics.json", figures)  # raised ValueError on NaN

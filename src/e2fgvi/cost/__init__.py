@@ -1,1 +1,1 @@
-"""Cost measurement and forecast: step timing, NVML sampling, energy, money, reports."""
+"""What training costs, reported and forecast from the measured record (see e2fgvi.measure)."""

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
 from e2fgvi.config import CostParams, ForecastParams
 from e2fgvi.errors import UserError
+from e2fgvi.measure.record import FrozenModel, RankRecord
 
 ASSUMPTIONS = (
     "step time scales linearly with clips per GPU when the plan's differs from the measured one",
@@ -45,16 +45,48 @@ class StepSample:
         return cls(tuple(float(t) for t in times), (1,) * len(times), clips_per_gpu)
 
     @classmethod
-    def from_rank(cls, rank: dict[str, Any]) -> StepSample:
+    def from_rank(cls, rank: RankRecord) -> StepSample:
         """From one rank's record: its step-time series (block means after decimation)."""
-        series = rank["series"]
-        column = series["fields"].index("step_s")
+        series = rank.series
         pairs = [
-            (row[column], n)
-            for row, n in zip(series["rows"], series["counts"], strict=True)
-            if row[column] is not None
+            (mean, n)
+            for mean, n in zip(series.column("step_s"), series.counts, strict=True)
+            if mean is not None
         ]
-        return cls(tuple(m for m, _ in pairs), tuple(n for _, n in pairs), rank["clips_per_step"])
+        return cls(tuple(m for m, _ in pairs), tuple(n for _, n in pairs), rank.clips_per_step)
+
+
+class Band(FrozenModel):
+    """A forecast figure: the mean and the band's low and high ends."""
+
+    mean: float
+    low: float
+    high: float
+
+    def scaled(self, factor: float) -> Band:
+        return Band(mean=self.mean * factor, low=self.low * factor, high=self.high * factor)
+
+
+class Forecast(FrozenModel):
+    """What the plan will cost, extrapolated from measured steps, with the assumptions made."""
+
+    iterations: int
+    gpus: int
+    global_batch: int
+    clips_per_gpu: int
+    measured_clips_per_gpu: float
+    steps_measured: int
+    blocks: int
+    step_s: Band
+    wall_h: Band
+    gpu_hours: Band
+    gpu_power_w: float | None
+    energy_kwh: Band | None
+    money: Band
+    money_includes_energy: bool
+    currency: str
+    band: str
+    assumptions: list[str]
 
 
 def bootstrap_mean(
@@ -83,58 +115,57 @@ def plan_clips_per_gpu(plan: ForecastParams) -> int:
     return plan.global_batch // plan.gpus
 
 
-def _triple(mean: float, low: float, high: float, factor: float) -> dict[str, float]:
-    return {"mean": mean * factor, "low": low * factor, "high": high * factor}
-
-
 def forecast(
     sample: StepSample,
     cfg: CostParams,
     rng: np.random.Generator,
     gpu_power_w: float | None = None,
     plan: ForecastParams | None = None,
-) -> dict[str, Any]:
+) -> Forecast:
     """Wall time, GPU-hours, energy and money of ``plan`` (default ``cfg.forecast``), with band."""
     plan = plan or cfg.forecast
     clips = plan_clips_per_gpu(plan)
     scale = clips / sample.clips_per_gpu
     mean, low, high = (v * scale for v in bootstrap_mean(sample, rng))
-    wall_s = _triple(mean, low, high, plan.iterations)
-    gpu_hours = _triple(mean, low, high, plan.iterations * plan.gpus / 3600.0)
+    step_s = Band(mean=mean, low=low, high=high)
+    gpu_hours = step_s.scaled(plan.iterations * plan.gpus / 3600.0)
     energy = None
     if gpu_power_w is not None:
-        energy = _triple(mean, low, high, plan.iterations * plan.gpus * gpu_power_w / 3.6e6)
-    money = {
-        key: gpu_hours[key] * cfg.price_per_gpu_hour
-        + (energy[key] * cfg.price_per_kwh if energy else 0.0)
-        for key in ("mean", "low", "high")
-    }
-    return {
-        "iterations": plan.iterations,
-        "gpus": plan.gpus,
-        "global_batch": plan.global_batch,
-        "clips_per_gpu": clips,
-        "measured_clips_per_gpu": sample.clips_per_gpu,
-        "steps_measured": sample.steps,
-        "blocks": len(sample.means),
-        "step_s": {"mean": mean, "low": low, "high": high},
-        "wall_h": {k: v / 3600.0 for k, v in wall_s.items()},
-        "gpu_hours": gpu_hours,
-        "gpu_power_w": gpu_power_w,
-        "energy_kwh": energy,
-        "money": money,
-        "money_includes_energy": energy is not None,
-        "currency": cfg.currency,
-        "band": "p10-p90 of a block bootstrap of the mean step time",
-        "assumptions": list(ASSUMPTIONS),
-    }
+        energy = step_s.scaled(plan.iterations * plan.gpus * gpu_power_w / 3.6e6)
+    wall_s = step_s.scaled(plan.iterations)
+    money = gpu_hours.scaled(cfg.price_per_gpu_hour)
+    if energy is not None:
+        money = Band(
+            mean=money.mean + energy.mean * cfg.price_per_kwh,
+            low=money.low + energy.low * cfg.price_per_kwh,
+            high=money.high + energy.high * cfg.price_per_kwh,
+        )
+    return Forecast(
+        iterations=plan.iterations,
+        gpus=plan.gpus,
+        global_batch=plan.global_batch,
+        clips_per_gpu=clips,
+        measured_clips_per_gpu=sample.clips_per_gpu,
+        steps_measured=sample.steps,
+        blocks=len(sample.means),
+        step_s=step_s,
+        wall_h=Band(**{k: v / 3600.0 for k, v in wall_s.model_dump().items()}),
+        gpu_hours=gpu_hours,
+        gpu_power_w=gpu_power_w,
+        energy_kwh=energy,
+        money=money,
+        money_includes_energy=energy is not None,
+        currency=cfg.currency,
+        band="p10-p90 of a block bootstrap of the mean step time",
+        assumptions=list(ASSUMPTIONS),
+    )
 
 
-def forecast_metrics(result: dict[str, Any]) -> dict[str, float | None]:
+def forecast_metrics(result: Forecast) -> dict[str, float | None]:
     """``cost/forecast_…`` metrics (mean, low, high) for MLflow."""
     metrics: dict[str, float | None] = {}
     for key in ("step_s", "wall_h", "gpu_hours", "energy_kwh", "money"):
-        triple = result.get(key)
+        band = getattr(result, key)
         for part, suffix in (("mean", ""), ("low", "_low"), ("high", "_high")):
-            metrics[f"cost/forecast_{key}{suffix}"] = triple[part] if triple else None
+            metrics[f"cost/forecast_{key}{suffix}"] = getattr(band, part) if band else None
     return metrics

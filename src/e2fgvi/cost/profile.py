@@ -2,7 +2,8 @@
 
 The core (``profile``) takes a step factory, ``clips per GPU -> step function``, where a step
 function runs one complete training step on a fixed batch already on the device. The real
-factory is ``make_training_step``, the single integration point with the trainer.
+factory is ``e2fgvi.train.profiling.make_training_step``, the single integration point with the
+trainer. ``run_profile`` is what both the ``profile`` DVC stage and this subcommand call.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ import json
 import logging
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -21,59 +21,58 @@ import torch
 from e2fgvi import tracking
 from e2fgvi.atomic import write_json
 from e2fgvi.config import CostParams, Params, load_params
-from e2fgvi.cost.flops import measure_step_flops, precision_of
 from e2fgvi.cost.forecast import plan_clips_per_gpu
-from e2fgvi.cost.meter import CostMeter
+from e2fgvi.cost.mfu import precision_of
 from e2fgvi.cost.publish import log_report
-from e2fgvi.cost.record import merge_ranks
-from e2fgvi.cost.summary import build_report
+from e2fgvi.cost.summary import CostReport, build_report
+from e2fgvi.devices import pick_device
 from e2fgvi.errors import UserError
+from e2fgvi.measure.flops import measure_step_flops
+from e2fgvi.measure.meter import CostMeter
+from e2fgvi.measure.record import FrozenModel, RankRecord
+from e2fgvi.measure.totals import merge_ranks
+from e2fgvi.train.profiling import StepFn, make_training_step
 
 log = logging.getLogger(__name__)
 
-StepFn = Callable[[], Any]
 StepFactory = Callable[[int], StepFn]
 
 
-def make_training_step(params: Params, device: torch.device, clips: int) -> StepFn:
-    """One full E2FGVI training step (G forward, D update, G update) on ``clips`` clips.
-
-    The batch is fixed and synthetic (frames in [-1, 1], real random masks) at the train size,
-    so the window measures compute alone; SPyNet starts random, which costs the same as
-    pretrained weights.
-    """
-    from e2fgvi.data.masks import random_mask_sequence
-    from e2fgvi.train import precision
-    from e2fgvi.train.distributed import World
-    from e2fgvi.train.loop import train_step
-    from e2fgvi.train.nets import build_nets
-    from e2fgvi.train.steps import Clips
-
-    cfg = params.train
-    model = params.model.model_copy(update={"spynet_init": "random"})
-    params = params.model_copy(update={"model": model})
-    world = World(0, 0, 1, device)
-    precision.apply_backend_switches(cfg, device)
-    nets = build_nets(params, None, world)
-    t = cfg.num_local_frames + cfg.num_ref_frames
-    generator = torch.Generator().manual_seed(params.seed)
-    frames = torch.rand(clips, t, 3, cfg.height, cfg.width, generator=generator) * 2 - 1
-    rng = np.random.default_rng(params.seed)
-    masks = np.stack(
-        [random_mask_sequence(rng, t, cfg.height, cfg.width, params.masks) for _ in range(clips)]
-    )
-    batch = Clips(
-        frames.to(device),
-        torch.from_numpy(masks).unsqueeze(2).float().to(device),
-        cfg.num_local_frames,
-    )
-    return lambda: train_step(nets, batch, params, world)
+class ProbedSize(FrozenModel):
+    clips: int
+    fits: bool
+    peak_reserved_gb: float
 
 
-def profile_steps(step_fn: StepFn, cfg: CostParams, device: torch.device, clips: int) -> dict:
+class MemoryProbe(FrozenModel):
+    """The largest clips per GPU whose training step fits, and every size tried."""
+
+    max_clips_per_gpu: int | None
+    limit: int
+    probed: list[ProbedSize]
+    total_gb: float | None = None
+    note: str
+
+
+class ProfileReport(CostReport):
+    """The cost report of the profiling window, its memory probe and the meter's record."""
+
+    memory: MemoryProbe
+    record: RankRecord
+
+
+def profile_steps(
+    step_fn: StepFn,
+    cfg: CostParams,
+    device: torch.device,
+    clips: int,
+    flops_per_step: float | None = None,
+) -> RankRecord:
     """Run the profiling window (warm-up + measured steps) and return the meter's record."""
     window = cfg.forecast
     meter = CostMeter(cfg.model_copy(update={"warmup_steps": window.profile_warmup}), device, clips)
+    if flops_per_step is not None:
+        meter.set_flops_per_step(flops_per_step)
     meter.start()
     for step in range(window.profile_warmup + window.profile_steps):
         with meter.compute():
@@ -96,16 +95,16 @@ def largest_fitting(fits: Callable[[int], bool], limit: int) -> int:
     return good
 
 
-def probe_memory(make_step: StepFactory, device: torch.device, limit: int) -> dict[str, Any]:
+def probe_memory(make_step: StepFactory, device: torch.device, limit: int) -> MemoryProbe:
     """The largest clips per GPU whose real training step fits in memory (GPU only)."""
     if device.type != "cuda":
-        return {
-            "max_clips_per_gpu": None,
-            "limit": limit,
-            "probed": [],
-            "note": f"memory probing is GPU-only (device is {device.type})",
-        }
-    probed: list[dict[str, Any]] = []
+        return MemoryProbe(
+            max_clips_per_gpu=None,
+            limit=limit,
+            probed=[],
+            note=f"memory probing is GPU-only (device is {device.type})",
+        )
+    probed: list[ProbedSize] = []
 
     def fits(clips: int) -> bool:
         torch.cuda.reset_peak_memory_stats(device)
@@ -121,18 +120,17 @@ def probe_memory(make_step: StepFactory, device: torch.device, limit: int) -> di
         del step
         gc.collect()
         torch.cuda.empty_cache()
-        probed.append({"clips": clips, "fits": ok, "peak_reserved_gb": peak})
+        probed.append(ProbedSize(clips=clips, fits=ok, peak_reserved_gb=peak))
         return ok
 
     best = largest_fitting(fits, limit)
-    total = torch.cuda.get_device_properties(device).total_memory / 2**30
-    return {
-        "max_clips_per_gpu": best,
-        "limit": limit,
-        "probed": probed,
-        "total_gb": total,
-        "note": "largest clips per GPU whose step ran twice without OOM (searched up to limit)",
-    }
+    return MemoryProbe(
+        max_clips_per_gpu=best,
+        limit=limit,
+        probed=probed,
+        total_gb=torch.cuda.get_device_properties(device).total_memory / 2**30,
+        note="largest clips per GPU whose step ran twice without OOM (searched up to limit)",
+    )
 
 
 def profile(
@@ -141,19 +139,87 @@ def profile(
     device: torch.device,
     precision: str,
     rng: np.random.Generator,
-) -> dict[str, Any]:
+) -> ProfileReport:
     """Profile at the plan's clips per GPU, count FLOPs, probe memory; report with forecast."""
     clips = plan_clips_per_gpu(cfg.forecast)
     step_fn = make_step(clips)
     flops = measure_step_flops(step_fn)  # also the first warm-up step
-    record = profile_steps(step_fn, cfg, device, clips)
-    record["flops_per_step"] = flops
+    record = profile_steps(step_fn, cfg, device, clips, flops_per_step=flops)
     del step_fn
-    gathered = merge_ranks([record])
-    report = build_report(gathered, cfg, precision, rng)
-    report["memory"] = probe_memory(make_step, device, cfg.forecast.probe_max_clips)
-    report["record"] = record
+    report = build_report(merge_ranks([record]), cfg, precision, rng)
+    memory = probe_memory(make_step, device, cfg.forecast.probe_max_clips)
+    return ProfileReport(**dict(report), memory=memory, record=record)
+
+
+def with_plan(
+    cfg: CostParams,
+    gpus: int | None = None,
+    iterations: int | None = None,
+    global_batch: int | None = None,
+) -> CostParams:
+    """``cfg`` with the forecast plan's GPUs, iterations or global batch overridden."""
+    given = {"gpus": gpus, "iterations": iterations, "global_batch": global_batch}
+    overrides = {key: value for key, value in given.items() if value is not None}
+    if any(v < 1 for v in overrides.values()):
+        raise UserError("--gpus, --iterations and --global-batch must be positive")
+    return cfg.model_copy(update={"forecast": cfg.forecast.model_copy(update=overrides)})
+
+
+def run_profile(
+    params: Params, cfg: CostParams, mlruns: Path, out: Path | None = None, track: bool = True
+) -> ProfileReport:
+    """Profile real training steps on this machine under ``cfg``'s plan; write and log it."""
+    device = pick_device(params.train.device, key="train.device")
+    precision = precision_of(params.train.amp, params.train.tf32)
+    report = profile(
+        lambda clips: make_training_step(params, device, clips),
+        cfg,
+        device,
+        precision,
+        np.random.default_rng(params.seed),
+    )
+    _log_summary(report)
+    if out is not None:
+        write_json(out, report.model_dump(mode="json"))
+    if track:
+        _track(report, params, mlruns, [out] if out is not None else [])
     return report
+
+
+def _log_summary(report: ProfileReport) -> None:
+    fc, memory = report.forecast, report.memory
+    if fc is None:  # a window of warm-up steps only; ForecastParams.profile_steps forbids it
+        log.info("no forecast: %s", report.forecast_note)
+        return
+    log.info(
+        "forecast for %d iterations on %d GPU(s): %.1f h wall (%.1f–%.1f), %.0f GPU-hours, "
+        "%.0f %s; max clips per GPU: %s",
+        fc.iterations,
+        fc.gpus,
+        fc.wall_h.mean,
+        fc.wall_h.low,
+        fc.wall_h.high,
+        fc.gpu_hours.mean,
+        fc.money.mean,
+        fc.currency,
+        memory.max_clips_per_gpu if memory.max_clips_per_gpu is not None else memory.note,
+    )
+
+
+def _track(report: ProfileReport, params: Params, mlruns: Path, artifacts: list[Path]) -> None:
+    """The profile as its own MLflow run (tag ``cost.kind=profile``)."""
+    logger = tracking.RunLogger(
+        uri=tracking.tracking_uri(mlruns),
+        experiment=params.tracking.experiment,
+        run_name=f"profile-{report.measured.device_names[0]}",
+        artifact_root=mlruns,
+    )
+    log_report(logger, report, artifacts, kind="profile")
+    if not artifacts:
+        logger.log_text(json.dumps(report.model_dump(mode="json"), indent=2), "cost/profile.json")
+    logger.log_metrics({"cost/forecast_max_clips_per_gpu": report.memory.max_clips_per_gpu})
+    logger.end()
+    logger.close()
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -166,70 +232,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-track", action="store_true", help="do not log to MLflow")
 
 
-def _device(choice: str) -> torch.device:
-    if choice == "cuda" and not torch.cuda.is_available():
-        raise UserError("params.yaml: train.device is cuda but no CUDA device is visible")
-    if choice == "cpu" or not torch.cuda.is_available():
-        return torch.device("cpu")
-    return torch.device("cuda", torch.cuda.current_device())
-
-
-def _plan(cfg: CostParams, args: argparse.Namespace) -> CostParams:
-    overrides = {
-        key: value
-        for key, value in (
-            ("gpus", args.gpus),
-            ("iterations", args.iterations),
-            ("global_batch", args.global_batch),
-        )
-        if value is not None
-    }
-    if any(v < 1 for v in overrides.values()):
-        raise UserError("--gpus, --iterations and --global-batch must be positive")
-    return cfg.model_copy(update={"forecast": cfg.forecast.model_copy(update=overrides)})
-
-
 def run(args: argparse.Namespace) -> int:
     params = load_params(args.params)
-    cfg = _plan(params.cost, args)
-    device = _device(params.train.device)
-    precision = precision_of(params.train.amp, params.train.tf32)
-    report = profile(
-        lambda clips: make_training_step(params, device, clips),
-        cfg,
-        device,
-        precision,
-        np.random.default_rng(params.seed),
-    )
-    fc, memory = report["forecast"], report["memory"]
-    log.info(
-        "forecast for %d iterations on %d GPU(s): %.1f h wall (%.1f–%.1f), %.0f GPU-hours, "
-        "%.0f %s; max clips per GPU: %s",
-        fc["iterations"],
-        fc["gpus"],
-        fc["wall_h"]["mean"],
-        fc["wall_h"]["low"],
-        fc["wall_h"]["high"],
-        fc["gpu_hours"]["mean"],
-        fc["money"]["mean"],
-        fc["currency"],
-        memory["max_clips_per_gpu"] if memory["max_clips_per_gpu"] is not None else memory["note"],
-    )
-    artifacts = []
-    if args.out:
-        write_json(args.out, report)
-        artifacts.append(args.out)
-    if not args.no_track:
-        logger = tracking.RunLogger(
-            uri=tracking.tracking_uri(args.mlruns),
-            experiment=params.tracking.experiment,
-            run_name=f"profile-{report['measured']['device_names'][0]}",
-            artifact_root=args.mlruns,
-        )
-        log_report(logger, report, artifacts, kind="profile")
-        if not artifacts:
-            logger.log_text(json.dumps(report, indent=2), "cost/profile.json")
-        logger.log_metrics({"cost/forecast_max_clips_per_gpu": memory["max_clips_per_gpu"]})
-        logger.end()
-        logger.close()
+    cfg = with_plan(params.cost, args.gpus, args.iterations, args.global_batch)
+    run_profile(params, cfg, args.mlruns, out=args.out, track=not args.no_track)
     return 0

@@ -11,7 +11,7 @@ from pydantic import ValidationError
 
 from e2fgvi.config import TrainParams
 from e2fgvi.cost.forecast import forecast_metrics
-from e2fgvi.cost.summary import summary_metrics
+from e2fgvi.cost.summary import CostReport, summary_metrics
 from e2fgvi.errors import UserError
 from e2fgvi.tracking import RunLogger
 
@@ -54,19 +54,19 @@ def switches(train: TrainParams) -> dict[str, Any]:
     }
 
 
-def log_report(logger: RunLogger, report: dict[str, Any], artifacts: list[Path], kind: str) -> None:
+def log_report(logger: RunLogger, report: CostReport, artifacts: list[Path], kind: str) -> None:
     """Metrics ``cost/…``, tags naming device and precision, and the report files."""
-    measured = report["measured"]
+    measured = report.measured
     metrics = summary_metrics(measured)
-    if report["forecast"] is not None:
-        metrics.update(forecast_metrics(report["forecast"]))
+    if report.forecast is not None:
+        metrics.update(forecast_metrics(report.forecast))
     logger.log_metrics(metrics, step=0)
     logger.set_tags(
         {
             "cost.kind": kind,
-            "cost.device": ", ".join(measured["device_names"]),
-            "cost.precision": measured["precision"],
-            "cost.currency": measured["currency"],
+            "cost.device": ", ".join(measured.device_names),
+            "cost.precision": measured.precision,
+            "cost.currency": measured.currency,
         }
     )
     for path in artifacts:

@@ -14,32 +14,47 @@ from pathlib import Path
 
 from e2fgvi.atomic import write_bytes, write_json
 from e2fgvi.config import load_params
-from e2fgvi.stages import run_stage
+from e2fgvi.entry import run_module
 from e2fgvi.train.distributed import torchrun_command, under_torchrun
-from e2fgvi.train.loop import TrainPaths, train
+from e2fgvi.train.loop import train
+from e2fgvi.train.session import TrainPaths
 
 log = logging.getLogger("e2fgvi.stages.train")
 
+# Every path flag of the stage: (flag, help); all are required, all are written in dvc.yaml.
+_PATHS = (
+    ("--data", "prepared YouTube-VOS folder"),
+    ("--spynet", "pretrained SPyNet weights"),
+    ("--checkpoints", "checkpoint folder"),
+    ("--generator", "final generator weights"),
+    ("--cost-record", "the cost meter's record"),
+    ("--run-record", "MLflow run reference"),
+    ("--params-used", "params of this run"),
+    ("--mlruns", "MLflow store folder"),
+    ("--metrics", "DVC metrics JSON"),
+    ("--plots", "DVC loss-curve CSV"),
+)
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, required=True, help="prepared YouTube-VOS folder")
-    parser.add_argument("--spynet", type=Path, required=True, help="pretrained SPyNet weights")
-    parser.add_argument("--checkpoints", type=Path, required=True, help="checkpoint folder")
-    parser.add_argument("--generator", type=Path, required=True, help="final generator weights")
-    parser.add_argument("--cost-record", type=Path, required=True, help="the cost meter's record")
-    parser.add_argument("--run-record", type=Path, required=True, help="MLflow run reference")
-    parser.add_argument("--params-used", type=Path, required=True, help="params of this run")
-    parser.add_argument("--mlruns", type=Path, required=True, help="MLflow store folder")
-    parser.add_argument("--metrics", type=Path, required=True, help="DVC metrics JSON")
-    parser.add_argument("--plots", type=Path, required=True, help="DVC loss-curve CSV")
-    args = parser.parse_args(argv)
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    for flag, text in _PATHS:
+        parser.add_argument(flag, type=Path, required=True, help=text)
+
+
+def _argv(args: argparse.Namespace) -> list[str]:
+    """The command line that gave ``args`` (what every torchrun process parses again)."""
+    argv = ["-v"] if getattr(args, "verbose", False) else []
+    for flag, _ in _PATHS:
+        argv += [flag, str(getattr(args, flag[2:].replace("-", "_")))]
+    return argv
+
+
+def run(args: argparse.Namespace) -> None:
     params = load_params()
     cfg = params.train
     if (cfg.nproc_per_node > 1 or cfg.nnodes > 1) and not under_torchrun():
-        command = torchrun_command(
-            cfg.nproc_per_node, cfg.nnodes, "e2fgvi.stages.train", [*(argv or sys.argv[1:])]
-        )
+        module = "e2fgvi.stages.train"
+        command = torchrun_command(cfg.nproc_per_node, cfg.nnodes, module, _argv(args))
         log.info("launching %s", " ".join(command))
         os.execvp(command[0], command)
     spynet = args.spynet if params.model.spynet_init == "pretrained" else None
@@ -64,4 +79,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    run_stage(main)
+    run_module(sys.modules[__name__])

@@ -18,10 +18,10 @@ import torch
 
 from e2fgvi.atomic import atomic_open
 from e2fgvi.errors import UserError
+from e2fgvi.weights import CHECKPOINT_FORMAT, read_weights
 
 log = logging.getLogger(__name__)
 
-FORMAT = "e2fgvi-repro/1"
 _NAME = re.compile(r"^ckpt_(\d{7,})\.pth$")
 
 
@@ -54,7 +54,7 @@ def save_checkpoint(folder: Path, step: int, state: dict[str, Any], keep: int) -
     """Write ``state`` atomically as the checkpoint of ``step``; keep only the newest ``keep``."""
     path = checkpoint_path(folder, step)
     with atomic_open(path, "wb") as handle:
-        torch.save({"format": FORMAT, "step": step, **state}, handle)
+        torch.save({"format": CHECKPOINT_FORMAT, "step": step, **state}, handle)
     for _, old in list_checkpoints(folder)[:-keep]:
         old.unlink(missing_ok=True)
     log.info("checkpoint %s", path)
@@ -64,14 +64,17 @@ def save_checkpoint(folder: Path, step: int, state: dict[str, Any], keep: int) -
 def load_checkpoint(path: Path) -> dict[str, Any]:
     """Load one of our checkpoints (never unpickling code)."""
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # corrupt or foreign file: one line for the user
+        state = read_weights(path)
+    except UserError as exc:  # a corrupt or truncated file, e.g. from a full disk
+        reason = str(exc).removeprefix(f"{path}: ")
         raise UserError(
-            f"{path}: not a loadable checkpoint ({type(exc).__name__}); delete it to resume "
-            "from the previous one"
+            f"{path}: not a loadable checkpoint; delete it to resume from the previous one "
+            f"({reason})"
         ) from None
-    if not isinstance(state, dict) or state.get("format") != FORMAT:
-        raise UserError(f"{path}: not an e2fgvi-repro training checkpoint (format {FORMAT})")
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        raise UserError(
+            f"{path}: not an e2fgvi-repro training checkpoint (format {CHECKPOINT_FORMAT})"
+        )
     return state
 
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from e2fgvi.devices import pick_device
 from e2fgvi.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -65,31 +66,14 @@ def torchrun_command(nproc_per_node: int, nnodes: int, module: str, argv: list[s
     return [*command, "-m", module, *argv]
 
 
-def select_device(wanted: str, local_rank: int) -> torch.device:
-    """``auto`` takes this rank's GPU when CUDA is usable, else the CPU (said once)."""
-    if wanted == "cuda" and not torch.cuda.is_available():
-        raise UserError("train.device is 'cuda' but no CUDA device is visible; use 'auto' or 'cpu'")
-    if wanted != "cpu" and torch.cuda.is_available():
-        count = torch.cuda.device_count()
-        if local_rank >= count:  # NCCL refuses two ranks on one GPU ("Duplicate GPU detected")
-            raise UserError(
-                f"local rank {local_rank} has no GPU of its own ({count} visible): set "
-                f"train.nproc_per_node to at most {count}, or train.device: cpu"
-            )
-        torch.cuda.set_device(local_rank)
-        return torch.device("cuda", local_rank)
-    if wanted == "auto":
-        log.info("no CUDA device: training on the CPU (fine for the sample profile only)")
-    return torch.device("cpu")
-
-
 def init_world(wanted_device: str) -> World:
     """Join the process group when launched by torchrun; a single process otherwise."""
     if not under_torchrun():
-        return World(0, 0, 1, select_device(wanted_device, 0))
+        return World(0, 0, 1, pick_device(wanted_device, key="train.device"))
     rank, local_rank = int(os.environ["RANK"]), int(os.environ["LOCAL_RANK"])
     size = int(os.environ["WORLD_SIZE"])
-    device = select_device(wanted_device, local_rank)
+    # Each rank takes its own GPU, cuda:<local rank>: NCCL refuses two ranks on one.
+    device = pick_device(wanted_device, local_rank, key="train.device")
     backend = "nccl" if device.type == "cuda" else "gloo"
     dist.init_process_group(backend, timeout=datetime.timedelta(minutes=30))
     log.info("DDP: rank %d/%d (local %d) on %s via %s", rank, size, local_rank, device, backend)

@@ -57,7 +57,10 @@ def resume_key(params: Params) -> str:
     return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()[:12]
 
 
-# The package modules whose code decides the training trajectory (not logging or cost code).
+# The package modules whose code decides the training trajectory: the model, one iteration
+# (steps: forward, losses, guarded updates), optimizers and schedules, network set-up and
+# numerics, the loop's order, and the clips it is fed. Not logging, cost, checkpoint or data
+# preparation code: editing those must not refuse a resume.
 _TRAJECTORY_CODE = (
     "model",
     "train/losses.py",
@@ -69,7 +72,6 @@ _TRAJECTORY_CODE = (
     "data/dataset.py",
     "data/masks.py",
     "data/frames.py",
-    "data/prepare.py",
 )
 
 

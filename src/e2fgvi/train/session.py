@@ -8,7 +8,6 @@ time and energy still count when the experiment's cost is totalled.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import shutil
@@ -21,15 +20,22 @@ import torch
 
 from e2fgvi.atomic import atomic_open, write_json
 from e2fgvi.config import Params, params_hash
-from e2fgvi.cost.meter import CostMeter
-from e2fgvi.cost.record import as_gathered
 from e2fgvi.errors import UserError
+from e2fgvi.measure.meter import CostMeter
+from e2fgvi.measure.record import CostRecord, read_record, write_record
 from e2fgvi.train import nets as netlib
 from e2fgvi.train import precision, provenance
 from e2fgvi.train.distributed import World, any_rank, barrier
+from e2fgvi.train.steps import Clips, StepResult, train_step
 from e2fgvi.train.telemetry import History, log_checkpoint, open_run, run_record
 
 log = logging.getLogger(__name__)
+
+# What to do about an earlier session's cost snapshot that cannot be read.
+_STALE_SNAPSHOT = (
+    "delete that file (its session's time then goes uncounted) or move the checkpoint folder "
+    "away to train afresh"
+)
 
 
 @dataclass(frozen=True)
@@ -68,7 +74,27 @@ class Session:
 
     @property
     def cost_file(self) -> Path:
-        return self.folder / "cost" / f"session_{self.start + 1:07d}.json"
+        return _cost_file(self.folder, self.start)
+
+
+def _cost_file(folder: Path, start: int) -> Path:
+    """The cost snapshot of the session that started after iteration ``start``."""
+    return folder / "cost" / f"session_{start + 1:07d}.json"
+
+
+@dataclass(frozen=True)
+class TrainContext:
+    """What every part of a session's loop works with, built once when the session starts."""
+
+    params: Params
+    world: World
+    nets: netlib.Nets
+    meter: CostMeter
+    session: Session
+
+    def step(self, clips: Clips) -> StepResult:
+        """One training iteration on ``clips``."""
+        return train_step(self.nets, clips, self.params, self.world)
 
 
 def check_resume(params: Params, paths: TrainPaths, world: World, start: int, meta: dict) -> None:
@@ -88,6 +114,7 @@ def check_resume(params: Params, paths: TrainPaths, world: World, start: int, me
             f"({written_by} vs {provenance.code_fingerprint()}); move that folder away to train "
             "afresh, or set train.resume_any_code: true to continue with the new code"
         )
+    _previous_costs(folder, start)  # an unreadable snapshot fails now, not after training
 
 
 def _max_start(start: int, world: World) -> int:
@@ -125,48 +152,48 @@ def open_session(
     return Session(folder, start, meta, run, History(folder / "history.csv", start))
 
 
-def checkpoint(
-    nets: netlib.Nets, params: Params, session: Session, step: int, world: World, meter: CostMeter
-) -> None:
+def checkpoint(ctx: TrainContext, step: int) -> None:
     """Checkpoint (rank 0) plus every rank's cost snapshot; all ranks must call it."""
-    snapshot = meter.gather(meter.record())
-    if world.is_main:
+    snapshot = ctx.meter.gather(ctx.meter.record())
+    session, params = ctx.session, ctx.params
+    if ctx.world.is_main:
         session.meta["run_id"] = session.run.run_id
-        path = netlib.save(nets, session.folder, step, session.meta, params.train.keep_checkpoints)
+        keep = params.train.keep_checkpoints
+        path = netlib.save(ctx.nets, session.folder, step, session.meta, keep)
         if path is not None:
             log_checkpoint(session.run, path, params.tracking.log_checkpoints)
-        write_json(session.cost_file, as_gathered(snapshot))
-    barrier(world)
+        write_record(session.cost_file, snapshot)
+    barrier(ctx.world)
 
 
-def _previous_costs(session: Session) -> list[dict[str, Any]]:
+def _previous_costs(folder: Path, start: int) -> list[CostRecord]:
     """Cost records of the earlier sessions of this configuration, oldest first."""
-    files = sorted((session.folder / "cost").glob("session_*.json"))
-    return [json.loads(f.read_text()) for f in files if f.name < session.cost_file.name]
+    current = _cost_file(folder, start).name
+    files = sorted((folder / "cost").glob("session_*.json"))
+    return [read_record(f, _STALE_SNAPSHOT) for f in files if f.name < current]
 
 
-def cost_record(session: Session, record: dict[str, Any]) -> dict[str, Any]:
+def cost_record(session: Session, record: CostRecord) -> CostRecord:
     """This session's record with the earlier sessions' totals attached (for the cost stage).
 
     A session that trained nothing (its checkpoint was already final) reports the last session
     that did, so re-exporting a finished run keeps its measured figures.
     """
-    earlier = _previous_costs(session)
-    current = as_gathered(record)
-    if current["totals"]["steps_total"] == 0 and earlier:
+    earlier = _previous_costs(session.folder, session.start)
+    current = record
+    if current.totals.steps_total == 0 and earlier:
         current = earlier.pop()
     else:
-        write_json(session.cost_file, current)
-    return {**current, "previous_sessions": [r["totals"] for r in earlier]}
+        write_record(session.cost_file, current)
+    return current.model_copy(update={"previous_sessions": [r.totals for r in earlier]})
 
 
-def finish(
-    nets: netlib.Nets, params: Params, paths: TrainPaths, session: Session, record: dict
-) -> dict[str, Any]:
+def finish(ctx: TrainContext, paths: TrainPaths, record: CostRecord) -> dict[str, Any]:
     """Rank 0: final weights, cost record, run reference; returns the figures for DVC metrics."""
+    session, params = ctx.session, ctx.params
     with atomic_open(paths.generator, "wb") as handle:  # the official release format
-        torch.save(netlib.unwrap(nets.generator).state_dict(), handle)
-    write_json(paths.cost_record, cost_record(session, record))
+        torch.save(netlib.unwrap(ctx.nets.generator).state_dict(), handle)
+    write_record(paths.cost_record, cost_record(session, record))
     write_json(paths.params_used, params.model_dump())
     session.run.log_artifact(session.history.path, "history")
     session.run.end()

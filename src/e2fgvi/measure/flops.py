@@ -1,4 +1,4 @@
-"""FLOPs of one training step and the peak they are compared with (MFU).
+"""FLOPs of one training step, counted while it runs (the numerator of MFU).
 
 ``torch.utils.flop_counter.FlopCounterMode`` counts matmuls and convolutions but not
 torchvision's ``deform_conv2d`` (E2FGVI's feature alignment), so formulas for its forward and
@@ -10,7 +10,7 @@ the mask multiply are not counted (as elementwise work is not counted for any op
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -56,24 +56,3 @@ def measure_step_flops(step_fn: Callable[[], Any]) -> float:
     total = float(counter.get_total_flops())
     log.debug("step FLOPs: %.3g (deform_conv2d included by registered formula)", total)
     return total
-
-
-def precision_of(amp: str, tf32: bool) -> str:
-    """Which peak applies: the AMP dtype, else TF32 when matmuls may use it, else FP32."""
-    if amp in ("bf16", "fp16"):
-        return amp
-    return "tf32" if tf32 else "fp32"
-
-
-def peak_flops(
-    table: Mapping[str, Mapping[str, float]], device_name: str | None, precision: str
-) -> float | None:
-    """Dense peak FLOP/s for a device name by substring (longest key wins); None if unknown."""
-    if not device_name:
-        return None
-    matches = [key for key in table if key.lower() in device_name.lower()]
-    if not matches:
-        return None
-    entry = table[max(matches, key=len)]
-    tflops = entry.get(precision)
-    return tflops * 1e12 if tflops else None

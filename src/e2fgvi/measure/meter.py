@@ -20,15 +20,24 @@ from typing import Any
 import torch
 
 from e2fgvi.config import CostParams
-from e2fgvi.cost import nvml as nvml_layer
-from e2fgvi.cost.host import POWERCAP, host_info, open_rapl, process_usage
-from e2fgvi.cost.record import merge_ranks
-from e2fgvi.cost.sampling import SamplerThread
-from e2fgvi.cost.series import Downsampled, describe
+from e2fgvi.measure import nvml as nvml_layer
+from e2fgvi.measure.host import POWERCAP, host_info, open_rapl, process_usage
+from e2fgvi.measure.record import (
+    Conditions,
+    CostRecord,
+    CpuFigures,
+    Overhead,
+    RankRecord,
+    Scalar,
+    StepCounts,
+    TorchMemory,
+)
+from e2fgvi.measure.sampling import SamplerThread
+from e2fgvi.measure.series import Downsampled, describe
+from e2fgvi.measure.totals import merge_ranks
 
 log = logging.getLogger(__name__)
 
-SCHEMA = 1
 _said: set[str] = set()
 
 
@@ -110,7 +119,7 @@ class CostMeter:
             nvml_device = self.device.index if self.device.index is not None else 0
         self._nvml_module, self._nvml_device = nvml, nvml_device
         self._visible, self._powercap_root = visible_devices, powercap_root
-        self.conditions: dict[str, Any] = {}
+        self.switches: dict[str, Scalar] = {}
         self.flops_per_step: float | None = None
         self.overhead_main_s = 0.0
         self._spans = [0.0, 0.0]
@@ -226,112 +235,114 @@ class CostMeter:
         """FLOPs of one step on this rank (``measure_step_flops``); enables MFU in the report."""
         self.flops_per_step = float(flops)
 
-    def set_conditions(self, **switches: Any) -> None:
+    def set_conditions(self, **switches: Scalar) -> None:
         """Speed switches to keep beside the figures (amp, tf32, cudnn_benchmark, compile…)."""
-        self.conditions.update(switches)
+        self.switches.update(switches)
 
     # -- the record ---------------------------------------------------------------------------
 
-    def stop(self) -> dict[str, Any]:
-        """Stop sampling; this rank's record (JSON-serialisable)."""
+    def stop(self) -> RankRecord:
+        """Stop sampling; this rank's record."""
         if self._sampler is not None:
             self._sampler.stop()
         return self.record()
 
-    def record(self) -> dict[str, Any]:
+    def record(self) -> RankRecord:
         """This rank's record so far, without stopping (checkpoints keep snapshots of it)."""
         wall_s = time.perf_counter() - self._t_start
         rank, world = _rank()
         times = {k: list(v) for k, v in self._times.items()}
         measured_s = sum(times["step_s"])
         n = len(times["step_s"])
-        return {
-            "schema": SCHEMA,
-            "rank": rank,
-            "world_size": world,
+        return RankRecord(
+            rank=rank,
+            world_size=world,
             **host_info(),
-            "device": str(self.device),
-            "device_type": self.device.type,
-            "device_name": self._device_name(),
-            "clips_per_step": self.clips_per_step,
-            "started_at": self._started_at,
-            "wall_s": wall_s,
-            "steps": {
-                "total": self._count,
-                "warmup": len(self._warm),
-                "measured": n,
-                "first_measured": self._first_step,
-                "last_measured": self._last_step,
-            },
+            device=str(self.device),
+            device_type=self.device.type,
+            device_name=self._device_name(),
+            clips_per_step=self.clips_per_step,
+            started_at=self._started_at,
+            wall_s=wall_s,
+            steps=StepCounts(
+                total=self._count,
+                warmup=len(self._warm),
+                measured=n,
+                first_measured=self._first_step,
+                last_measured=self._last_step,
+            ),
             **{key: describe(values) for key, values in times.items()},
-            "measured_time_s": measured_s,
-            "clips_per_s": self.clips_per_step * n / measured_s if measured_s > 0 else None,
-            "warmup_step_s": self._warm,
-            "series": self._series.to_dict(),
-            "flops_per_step": self.flops_per_step,
-            "gpu": self._gpu.summary() if self._gpu is not None else None,
-            "gpu_note": self._gpu_note,
-            "torch_memory": self._torch_memory(),
-            "cpu": self._cpu_figures(),
-            "overhead": self._overhead(measured_s + sum(self._warm)),
-            "conditions": self._conditions(),
-        }
+            measured_time_s=measured_s,
+            clips_per_s=self.clips_per_step * n / measured_s if measured_s > 0 else None,
+            warmup_step_s=list(self._warm),
+            series=self._series.to_series(),
+            flops_per_step=self.flops_per_step,
+            gpu=self._gpu.summary() if self._gpu is not None else None,
+            gpu_note=self._gpu_note,
+            torch_memory=self._torch_memory(),
+            cpu=self._cpu_figures(),
+            overhead=self._overhead(measured_s + sum(self._warm)),
+            conditions=self._conditions(),
+        )
 
     def _device_name(self) -> str:
         if self.device.type == "cuda":
             return torch.cuda.get_device_name(self.device)
         return self.device.type
 
-    def _torch_memory(self) -> dict[str, float] | None:
+    def _torch_memory(self) -> TorchMemory | None:
         if self.device.type != "cuda":
             return None
         gib = 2**30
-        return {
-            "peak_allocated_gb": torch.cuda.max_memory_allocated(self.device) / gib,
-            "peak_reserved_gb": torch.cuda.max_memory_reserved(self.device) / gib,
-            "total_gb": torch.cuda.get_device_properties(self.device).total_memory / gib,
-        }
+        return TorchMemory(
+            peak_allocated_gb=torch.cuda.max_memory_allocated(self.device) / gib,
+            peak_reserved_gb=torch.cuda.max_memory_reserved(self.device) / gib,
+            total_gb=torch.cuda.get_device_properties(self.device).total_memory / gib,
+        )
 
-    def _cpu_figures(self) -> dict[str, Any]:
-        figures: dict[str, Any] = process_usage()
-        figures["energy_j"] = self._rapl.energy_j if self._rapl is not None else None
-        figures["energy_note"] = self._rapl.summary()["scope"] if self._rapl else self._rapl_note
-        return figures
+    def _cpu_figures(self) -> CpuFigures:
+        rapl = self._rapl
+        return CpuFigures(
+            **process_usage(),
+            energy_j=rapl.energy_j if rapl is not None else None,
+            energy_note=rapl.summary()["scope"] if rapl is not None else self._rapl_note,
+        )
 
-    def _overhead(self, stepped_s: float) -> dict[str, float | None]:
+    def _overhead(self, stepped_s: float) -> Overhead:
         sampler_s = self._sampler.cpu_s if self._sampler is not None else 0.0
         total = self.overhead_main_s + sampler_s
-        return {
-            "main_thread_s": self.overhead_main_s,
-            "sampler_cpu_s": sampler_s,
-            "per_step_us": 1e6 * total / self._count if self._count else None,
-            "fraction_of_step_time": total / stepped_s if stepped_s > 0 else None,
-            "sampler_errors": self._sampler.errors if self._sampler is not None else 0,
-        }
+        return Overhead(
+            main_thread_s=self.overhead_main_s,
+            sampler_cpu_s=sampler_s,
+            per_step_us=1e6 * total / self._count if self._count else None,
+            fraction_of_step_time=total / stepped_s if stepped_s > 0 else None,
+            sampler_errors=self._sampler.errors if self._sampler is not None else 0,
+        )
 
-    def _conditions(self) -> dict[str, Any]:
-        return {
-            "warmup_steps": self.cfg.warmup_steps,
-            "warmup_excluded": len(self._warm),
-            "synchronised": self.synchronise,
-            "timer": "time.perf_counter"
+    def _conditions(self) -> Conditions:
+        return Conditions(
+            warmup_steps=self.cfg.warmup_steps,
+            warmup_excluded=len(self._warm),
+            synchronised=self.synchronise,
+            timer="time.perf_counter"
             + ("; CUDA synchronised at the end of compute()" if self.synchronise else ""),
-            "device_name": self._device_name(),
-            "gpu_count": 1 if self.device.type == "cuda" or self._gpu is not None else 0,
-            "nvml_interval_s": self.cfg.nvml_interval_s,
-            "nvml": self._gpu_note,
-            "statistics": "median and p90 over measured (post-warm-up) steps",
-            **self.conditions,
-        }
+            device_name=self._device_name(),
+            gpu_count=1 if self.device.type == "cuda" or self._gpu is not None else 0,
+            nvml_interval_s=self.cfg.nvml_interval_s,
+            nvml=self._gpu_note,
+            statistics="median and p90 over measured (post-warm-up) steps",
+            switches=dict(self.switches),
+        )
 
-    def gather(self, record: dict[str, Any]) -> dict[str, Any] | None:
-        """Under torch.distributed: rank 0 gets one merged record, other ranks None.
+    def gather(self, record: RankRecord) -> CostRecord | None:
+        """Every rank's record merged into one on rank 0 (None on the other ranks).
 
-        Every rank must call it (a collective); with NCCL, ``torch.cuda.set_device`` first.
+        Under torch.distributed every rank must call it (a collective); with NCCL,
+        ``torch.cuda.set_device`` first.
         """
         dist = torch.distributed
         if not (dist.is_available() and dist.is_initialized()):
-            return record
+            return merge_ranks([record])
         records: list[Any] = [None] * dist.get_world_size()
         dist.all_gather_object(records, record)
         return merge_ranks(records) if dist.get_rank() == 0 else None

@@ -1,4 +1,4 @@
-"""Bounded time series and order statistics for cost records.
+"""Bounded time series and order statistics for the cost record.
 
 A 500k-iteration run must not grow a record without bound: ``Downsampled`` keeps at most
 ``max_points`` points by averaging neighbouring pairs whenever it fills up, so each stored
@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any
 
 import numpy as np
+
+from e2fgvi.measure.record import Series, Stats
 
 
 def _nan_to_none(value: float) -> float | None:
@@ -69,15 +70,15 @@ class Downsampled:
         tail = [(self._pending_means(), self._rows)] if self._rows else []
         return [*self._points, *tail]
 
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready: field names, rows (None for missing) and each row's raw count."""
+    def to_series(self) -> Series:
+        """The record's form: field names, rows (None for missing) and each row's raw count."""
         pts = self.points()
-        return {
-            "fields": list(self.fields),
-            "stride": self.stride,
-            "rows": [[_nan_to_none(v) for v in values] for values, _ in pts],
-            "counts": [n for _, n in pts],
-        }
+        return Series(
+            fields=list(self.fields),
+            stride=self.stride,
+            rows=[[_nan_to_none(v) for v in values] for values, _ in pts],
+            counts=[n for _, n in pts],
+        )
 
 
 def _mean2(x: float, nx: int, y: float, ny: int) -> float:
@@ -88,12 +89,12 @@ def _mean2(x: float, nx: int, y: float, ny: int) -> float:
     return (x * nx + y * ny) / (nx + ny)
 
 
-def describe(values: Sequence[float] | np.ndarray) -> dict[str, float | int | None]:
+def describe(values: Sequence[float] | np.ndarray) -> Stats:
     """Count, mean, std, min, p10, median, p90, max of a sample (None when empty)."""
     data = np.asarray(values, dtype=float)
     keys = ("mean", "std", "min", "p10", "median", "p90", "max")
     if data.size == 0:
-        return {"n": 0, **dict.fromkeys(keys)}
+        return Stats(n=0, **dict.fromkeys(keys))
     p10, median, p90 = np.percentile(data, [10, 50, 90])
     figures = (data.mean(), data.std(), data.min(), p10, median, p90, data.max())
-    return {"n": int(data.size), **{k: float(v) for k, v in zip(keys, figures, strict=True)}}
+    return Stats(n=int(data.size), **{k: float(v) for k, v in zip(keys, figures, strict=True)})

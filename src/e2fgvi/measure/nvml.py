@@ -14,7 +14,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from e2fgvi.cost.series import Downsampled
+from e2fgvi.measure.record import FieldStats, GpuRecord
+from e2fgvi.measure.series import Downsampled
 
 log = logging.getLogger(__name__)
 
@@ -237,44 +238,42 @@ class GpuProbe:
             return self.counter.total_mj / 1000.0 + self.fallback_j
         return self.power_integral_j if self.energy_source else None
 
-    def summary(self) -> dict[str, Any]:
-        """This GPU's part of the record (JSON-ready)."""
+    def summary(self) -> GpuRecord:
+        """This GPU's part of the record."""
         duration = self._prev[0] - self._t0 if self._prev and self._t0 is not None else 0.0
         energy = self.energy_j
         total_mb = self._read(
             "mem_total_mb", lambda: self.nvml.nvmlDeviceGetMemoryInfo(self.handle).total / 2**20
         )
-        return {
-            "name": self.name,
-            "uuid": self.uuid,
-            "samples": self.samples,
-            "duration_s": duration,
-            "energy_j": energy,
-            "energy_source": self.energy_source,
-            "energy_counter_error": self.counter_error or None,
-            "energy_power_integral_j": self.power_integral_j if self.samples > 1 else None,
-            "counter_wraps": self.counter.wraps if self.counter else 0,
-            "counter_resets": self.counter.resets if self.counter else 0,
-            "fallback_intervals": self.fallback_intervals,
-            "mean_power_w": energy / duration if energy is not None and duration > 0 else None,
-            "mem_total_mb": total_mb,
-            "stats": _column_stats(self.timeline, self.maxima),
-            "unsupported": sorted(self.unsupported),
-            "timeline": self.timeline.to_dict(),
-        }
+        return GpuRecord(
+            name=self.name,
+            uuid=self.uuid,
+            samples=self.samples,
+            duration_s=duration,
+            energy_j=energy,
+            energy_source=self.energy_source,
+            energy_counter_error=self.counter_error or None,
+            energy_power_integral_j=self.power_integral_j if self.samples > 1 else None,
+            counter_wraps=self.counter.wraps if self.counter else 0,
+            counter_resets=self.counter.resets if self.counter else 0,
+            fallback_intervals=self.fallback_intervals,
+            mean_power_w=energy / duration if energy is not None and duration > 0 else None,
+            mem_total_mb=total_mb,
+            stats=_column_stats(self.timeline, self.maxima),
+            unsupported=sorted(self.unsupported),
+            timeline=self.timeline.to_series(),
+        )
 
 
-def _column_stats(
-    series: Downsampled, maxima: dict[str, float]
-) -> dict[str, dict[str, float | None]]:
+def _column_stats(series: Downsampled, maxima: dict[str, float]) -> dict[str, FieldStats]:
     """Sample mean and exact maximum of every sampled field."""
     points = series.points()
     stats = {}
     for i, field in enumerate(series.fields[1:], start=1):
         pairs = [(values[i], n) for values, n in points if not math.isnan(values[i])]
         weight = sum(n for _, n in pairs)
-        stats[field] = {
-            "mean": sum(v * n for v, n in pairs) / weight if weight else None,
-            "max": maxima.get(field),
-        }
+        stats[field] = FieldStats(
+            mean=sum(v * n for v, n in pairs) / weight if weight else None,
+            max=maxima.get(field),
+        )
     return stats

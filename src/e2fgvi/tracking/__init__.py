@@ -1,0 +1,39 @@
+"""MLflow tracking: the only code that imports mlflow.
+
+One MLflow run per experiment: the train stage creates it, evaluate and cost attach to it by id.
+Every write goes through a buffer, so a tracking server that is down at start or goes away
+mid-run never stops training and never loses a record: failed writes are kept in order and
+retried; on close, whatever is still pending is spooled to a JSON-lines file that a later stage
+(or ``replay_spool``) sends once the server is back.
+
+Modules: ``uri`` (which store a stage logs to, the train stage's run reference), ``client``
+(the MLflow client and its HTTP limits), ``send`` (one record to one MLflow call), ``spool``
+(the spool file format), ``logger`` (the buffered ``RunLogger``, replay, attach) and ``queries``
+(reading runs back).
+"""
+
+from e2fgvi.tracking.client import refusal
+from e2fgvi.tracking.logger import RunLogger, attach, replay_spool
+from e2fgvi.tracking.queries import (
+    RunRecord,
+    experiment_id,
+    list_artifacts,
+    metric_history,
+    search_runs,
+)
+from e2fgvi.tracking.uri import read_run_reference, stage_uri, tracking_uri
+
+__all__ = [
+    "RunLogger",
+    "RunRecord",
+    "attach",
+    "experiment_id",
+    "list_artifacts",
+    "metric_history",
+    "read_run_reference",
+    "refusal",
+    "replay_spool",
+    "search_runs",
+    "stage_uri",
+    "tracking_uri",
+]

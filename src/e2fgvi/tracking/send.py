@@ -1,0 +1,70 @@
+"""One buffered record to MLflow: every tag, param, metric, artifact and run end goes through here.
+
+A record is a JSON-able dict with an ``op``: ``tags``, ``params``, ``metrics`` (with ``step``
+and ``ts``), ``artifact`` (a snapshot ``path`` and target ``dir``) or ``end`` (``status``).
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from mlflow.tracking import MlflowClient
+
+log = logging.getLogger(__name__)
+
+# Error codes of a server that refuses a record for what it is; resending it cannot help.
+_REJECTED = {"INVALID_PARAMETER_VALUE", "RESOURCE_ALREADY_EXISTS", "BAD_REQUEST"}
+
+
+@contextmanager
+def rejected_dropped(record: dict[str, Any]) -> Iterator[None]:
+    """Around sending ``record``: a record the server rejects as invalid is dropped, not retried.
+
+    Any other failure (server away, timeout) propagates, and the caller keeps the record.
+    """
+    from mlflow.exceptions import MlflowException
+
+    try:
+        yield
+    except MlflowException as exc:
+        if exc.error_code not in _REJECTED:
+            raise
+        log.error("MLflow rejected a %s record: %s", record["op"], exc.message.splitlines()[0])
+
+
+def send(mlflow: MlflowClient, run_id: str, record: dict[str, Any]) -> None:
+    """Write one record to run ``run_id``."""
+    from mlflow.entities import Metric, Param, RunTag
+
+    op = record["op"]
+    if op == "metrics":
+        metrics = [Metric(k, v, record["ts"], record["step"]) for k, v in record["values"].items()]
+        mlflow.log_batch(run_id, metrics=metrics)
+    elif op == "params":
+        existing = mlflow.get_run(run_id).data.params
+        params = [Param(k, v) for k, v in record["values"].items() if k not in existing]
+        mlflow.log_batch(run_id, params=params)
+    elif op == "tags":
+        mlflow.log_batch(run_id, tags=[RunTag(k, v) for k, v in record["values"].items()])
+    elif op == "artifact":
+        _send_artifact(mlflow, run_id, record)
+    elif op == "end":
+        mlflow.set_terminated(run_id, record["status"])
+
+
+def _send_artifact(mlflow: MlflowClient, run_id: str, record: dict[str, Any]) -> None:
+    path = Path(record["path"])
+    if not path.exists():
+        log.warning("artifact %s vanished before it could be logged; skipped", path)
+    elif path.is_dir():
+        mlflow.log_artifacts(run_id, str(path), record["dir"])
+    else:
+        mlflow.log_artifact(run_id, str(path), record["dir"])
+    if record.get("stashed"):
+        shutil.rmtree(path.parent, ignore_errors=True)

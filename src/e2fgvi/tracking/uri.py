@@ -1,0 +1,52 @@
+"""Which tracking store a stage logs to, and the train stage's reference to its run."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+
+from e2fgvi.errors import UserError
+
+log = logging.getLogger(__name__)
+
+
+def tracking_uri(store_dir: str | Path) -> str:
+    """``MLFLOW_TRACKING_URI`` if set, else SQLite at ``<store_dir>/mlflow.db``."""
+    env = os.environ.get("MLFLOW_TRACKING_URI", "").strip()
+    if env:
+        return env
+    store = Path(store_dir).resolve()
+    store.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{store / 'mlflow.db'}"
+
+
+def read_run_reference(path: Path) -> tuple[str, str | None, Path | None]:
+    """(run id, recorded URI, spool file) from the train stage's ``mlflow_run.json``.
+
+    A missing or broken file is one line naming it: later stages check it before their work.
+    """
+    try:
+        raw = json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UserError(f"{path}: not found; run the train stage first (dvc repro train)") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise UserError(f"{path}: not valid JSON ({exc}); rerun the train stage") from None
+    if not isinstance(raw, dict) or not raw.get("run_id"):
+        raise UserError(f"{path}: no 'run_id'; rerun the train stage")
+    spool = raw.get("spool")
+    return str(raw["run_id"]), raw.get("uri"), Path(spool) if spool else None
+
+
+def stage_uri(store_dir: str | Path, recorded: str | None) -> str:
+    """The URI a later stage logs to: this environment's, warning when train used another."""
+    uri = tracking_uri(store_dir)
+    if recorded and recorded != uri:
+        log.warning("the train stage logged to %s; this stage logs to %s", recorded, uri)
+    return uri
+
+
+def is_remote(uri: str) -> bool:
+    """True for a tracking server (which keeps or proxies its experiments' artifacts)."""
+    return uri.startswith(("http://", "https://", "databricks"))
