@@ -70,3 +70,25 @@ def test_write_errors_name_the_path_and_what_to_do(code, words):
     problem = write_error(OSError(code, "x", "/data/out/.f.tmp"), "/data/out/f")
     assert str(problem).startswith(f"/data/out/f: {words}") and "then rerun" in str(problem)
     assert write_error(OSError(errno.EIO, "x")) is None
+
+
+def test_the_entry_points_net_turns_only_disk_errors_into_one_line(caplog):
+    """A disk or permission OSError nobody translated is one line (status 2); another OSError
+    keeps its traceback, since its meaning depends on where it came from."""
+    import argparse
+
+    from e2fgvi.entry import invoke
+
+    def full(args):
+        raise OSError(errno.ENOSPC, "No space left on device", "/data/run/x.pth")
+
+    assert invoke(full, argparse.Namespace()) == 2
+    assert [r.getMessage() for r in caplog.records if r.levelname == "ERROR"] == [
+        "/data/run/x.pth: no space left on the device; free some space there, then rerun"
+    ]
+
+    def exists(args):
+        raise FileExistsError(errno.EEXIST, "File exists", "/data/run")
+
+    with pytest.raises(FileExistsError):
+        invoke(exists, argparse.Namespace())

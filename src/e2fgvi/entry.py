@@ -17,7 +17,7 @@ from collections.abc import Callable
 from types import ModuleType
 from typing import NoReturn
 
-from e2fgvi.errors import UserError, one_line, write_error
+from e2fgvi.errors import UserError, disk_error, one_line
 from e2fgvi.logs import setup_logging
 
 log = logging.getLogger("e2fgvi")
@@ -38,7 +38,7 @@ def invoke(run: RunFn, args: argparse.Namespace) -> int:
         log.error("%s", one_line(exc))
         return 2
     except OSError as exc:
-        if (problem := write_error(exc)) is None:
+        if (problem := disk_error(exc)) is None:
             raise
         log.error("%s", one_line(problem))
         return 2

@@ -26,6 +26,10 @@ _WRITE_FIXES = {
 }
 
 
+# The ones that mean the same wherever they come from (a full, read-only or closed place).
+_DISK_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
+
+
 class UserError(Exception):
     """Bad input or environment; ``str(exc)`` names the file/key and what to do.
 
@@ -65,3 +69,9 @@ def write_error(exc: OSError, path: str | Path | None = None) -> UserError | Non
         return None
     where = path if path is not None else exc.filename
     return UserError(f"{where}: {fix}" if where is not None else fix[0].upper() + fix[1:])
+
+
+def disk_error(exc: OSError) -> UserError | None:
+    """``write_error`` for a full disk, a read-only file system or a missing permission only
+    (the entry points' safety net: other errnos need their context to be explained)."""
+    return write_error(exc) if exc.errno in _DISK_ERRNOS else None
