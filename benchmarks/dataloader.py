@@ -56,7 +56,7 @@ def main() -> None:
         print(f"clips of {official.num_local_frames}+{official.num_ref_frames} frames at 432x240")
         for label, cfg in routes.items():
             root = work / label.split()[0]
-            prepare_dataset(work / "raw", root, cfg)
+            prepare_dataset(work / "raw", root, cfg, min_train_frames=2)
             rates = {w: clips_per_s(params, root, w, args.clips) for w in (0, 1, 2)}
             per_worker = rates[1]
             print(

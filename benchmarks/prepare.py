@@ -30,7 +30,7 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
 def time_prepare(raw: Path, work: Path, label: str, cfg: PrepareParams) -> Path:
     out = work / label
     start = time.perf_counter()
-    report = prepare_dataset(raw, out, cfg)
+    report = prepare_dataset(raw, out, cfg, min_train_frames=2)
     seconds = time.perf_counter() - start
     frames = sum(report[s]["frames"] for s in ARCHIVES)
     megabytes = sum(report[s]["bytes_in"] for s in ARCHIVES) / 1e6

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 import zipfile
 from pathlib import Path
 
@@ -35,3 +36,23 @@ def make_release(
         for name, data in (extra or {}).items():
             archive.writestr(name, data)
     return path
+
+
+def make_members(path: Path, members: list[tuple[str, bytes]]) -> Path:
+    """A zip holding exactly ``members`` in order; a name may repeat (zip allows it)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with warnings.catch_warnings(), zipfile.ZipFile(path, "w") as archive:
+        warnings.simplefilter("ignore", UserWarning)  # zipfile's "Duplicate name" warning
+        for name, data in members:
+            archive.writestr(name, data)
+    return path
+
+
+def frames(stem: str, video: str, numbers, size: tuple[int, int] = (32, 24)) -> list:
+    """``(name, jpeg)`` members of ``video`` for the given frame numbers."""
+    return [(f"{stem}/JPEGImages/{video}/{i:05d}.jpg", jpeg(i, *size)) for i in numbers]
+
+
+def png(value: int, width: int = 32, height: int = 24) -> bytes:
+    image = np.full((height, width, 3), value, np.uint8)
+    return cv2.imencode(".png", image)[1].tobytes()

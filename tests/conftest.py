@@ -42,5 +42,8 @@ def sample_dataset(tmp_path_factory, params) -> Path:
 
     root = tmp_path_factory.mktemp("sample")
     build_sample(root / "raw", params.data.sample)
-    prepare_dataset(root / "raw", root / "youtube-vos", params.prepare)
+    clip_frames = params.train.num_local_frames + params.train.num_ref_frames
+    prepare_dataset(
+        root / "raw", root / "youtube-vos", params.prepare, min_train_frames=clip_frames
+    )
     return root / "youtube-vos"

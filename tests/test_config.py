@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import yaml
 
@@ -89,3 +91,46 @@ def test_frozen_and_hash_stable(params):
 def test_adam_betas_are_checked_at_load(betas):
     with pytest.raises(ConfigError, match=r"train\.betas"):
         parse_params({"train": {"betas": betas}}, "p.yaml")
+
+
+@pytest.mark.parametrize("name", ["params.yaml", "params.official.yaml"])
+@pytest.mark.parametrize(
+    ("written", "key", "value"),
+    [
+        ("1e-4", "train.lr", 1e-4),
+        ("2E-4", "train.lr", 2e-4),
+        ("15e-2", "cost.price_per_kwh", 0.15),
+        ("1.0e1", "loss.hole_weight", 10.0),
+        ("[0.0, 99e-2]", "train.betas", [0.0, 0.99]),
+        ("3e1", "tracking.retry_interval_s", 30.0),
+    ],
+)
+def test_exponent_floats_as_users_write_them(tmp_path, repo_root, name, written, key, value):
+    """YAML 1.1 reads `1e-4` (no dot) and `1.0e-2` (no exponent sign) as strings; DVC reads YAML
+    1.2, where both are floats, and so must we."""
+    section, leaf = key.split(".")
+    text = (repo_root / name).read_text()
+    # The key's line (and a block list under it) becomes `leaf: <written>`, as a user edits it.
+    edited, count = re.subn(
+        rf"^({section}:\n(?:  .*\n)*?  {leaf}:).*(?:\n  - .*)*$", rf"\g<1> {written}", text,
+        count=1, flags=re.M,
+    )  # fmt: skip
+    assert count == 1, f"{name} has no {key}"
+    path = tmp_path / name
+    path.write_text(edited)
+    assert getattr(getattr(load_params(path), section), leaf) == pytest.approx(value)
+
+
+def test_a_number_where_text_is_expected_is_still_one_line(tmp_path, repo_root):
+    raw = (repo_root / "params.yaml").read_text().replace('run_name: ""', "run_name: 1e3")
+    path = tmp_path / "params.yaml"
+    path.write_text(raw)
+    with pytest.raises(ConfigError, match=r"key 'tracking\.run_name'.*got 1000\.0"):
+        load_params(path)
+
+
+def test_a_huge_wrong_value_is_shown_short_and_cut_between_words():
+    with pytest.raises(ConfigError) as info:
+        parse_params({"train": {"lr": {f"key{i}": "value words" for i in range(200)}}}, "p.yaml")
+    shown = str(info.value)
+    assert len(shown) < 200 and "…" in shown and "\n" not in shown

@@ -99,6 +99,8 @@ def test_download_local_then_prepare(project, tmp_path):
         data__train={"location": str(train), "sha256": "", "size": train.stat().st_size},
         data__test={"location": str(test), "sha256": "", "size": 0},
         prepare__resize=[],
+        train__num_local_frames=2,
+        train__num_ref_frames=1,
     )
     call_stage(download, ["--out", "raw", "--partial-dir", "raw.partial"])
     assert os.stat(tmp_path / "raw" / "train_all_frames.zip").st_ino == os.stat(train).st_ino
@@ -106,6 +108,12 @@ def test_download_local_then_prepare(project, tmp_path):
     report = json.loads((tmp_path / "reports" / "data.json").read_text())
     assert report["train"]["frames"] == 7 and report["test"]["videos"] == 1
     assert json.loads((tmp_path / "yv" / "test.json").read_text()) == {"b1": 5}
+    # A training clip of 4 + 1 frames: both videos are too short, and both are named.
+    project(train__num_local_frames=4)
+    with pytest.raises(
+        UserError, match=r"videos a1 \(3 frames\), a2 \(4 frames\) have fewer than 5"
+    ):
+        call_stage(prepare, ["--raw", "raw", "--out", "yv", "--report", "reports/data.json"])
 
 
 def test_download_stage_explains_missing_locations(project):

@@ -228,3 +228,26 @@ def test_pretrained_over_http_and_skipped(server, tmp_path):
     )
     assert skipped["fetched"] is False and "fetch is false" in skipped["note"]
     assert not (tmp_path / "s").exists()
+
+
+def test_a_full_disk_is_one_line_and_keeps_the_partial_download_for_the_rerun(server, tmp_path):
+    """The partial folder on a real 64 KiB tmpfs: the ~1 MiB download stops with one line naming
+    the .part file, which stays (resumable); nothing appears at the final path."""
+    from _confined import python, run_confined
+
+    code = (
+        "import sys\nfrom pathlib import Path\nfrom e2fgvi.config import HttpParams\n"
+        "from e2fgvi.data.download import fetch\nfrom e2fgvi.errors import UserError\n"
+        "try:\n    fetch(sys.argv[1], Path(sys.argv[2]), HttpParams(retries=0, timeout_s=5.0),"
+        " Path(sys.argv[3]))\nexcept UserError as exc:\n    print(exc)\n    sys.exit(2)\n"
+    )
+    dest, partial = tmp_path / "out" / "train_all_frames.zip", tmp_path / "partial"
+    done = run_confined(
+        python("-c", code, server.url, str(dest), str(partial)), full={partial: 65536}
+    )
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert done.stdout.strip() == (
+        f"{partial / 'train_all_frames.zip.part'}: no space left on the device; free some space"
+        " there, then rerun"
+    )
+    assert done.files[partial] == ["train_all_frames.zip.part"] and not dest.exists()

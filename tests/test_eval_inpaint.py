@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import stat
+
+import av
 import cv2
 import numpy as np
 import pytest
@@ -189,3 +193,158 @@ def test_a_pickled_module_as_checkpoint_is_refused_in_one_line(tmp_path):
     with pytest.raises(UserError, match="refused") as info:
         load_window_model(path, None, CPU)
     assert "\n" not in str(info.value)
+
+
+# --------------------------------------------------------------------------- outputs
+# inpaint never overwrites its input, replaces an earlier result as a whole, writes files with
+# the usual permissions and an H.264 mp4 that browsers play.
+
+
+def _folder_input(tmp_path, frames, masks, count=FRAMES):
+    (tmp_path / "frames").mkdir(exist_ok=True)
+    (tmp_path / "masks").mkdir(exist_ok=True)
+    for k in range(count):
+        Image.fromarray(frames[k]).save(tmp_path / "frames" / f"{k:04d}.png")
+        Image.fromarray(masks[k] * 255).save(tmp_path / "masks" / f"{k:04d}.png")
+    return tmp_path / "frames", tmp_path / "masks"
+
+
+def _inpaint(video, masks, out, capsys=None):
+    argv = ["inpaint", "--video", str(video), "--masks", str(masks), "--checkpoint", "unused.pth",
+            "--out", str(out)]  # fmt: skip
+    code = cli.main(argv)
+    if capsys is None:
+        return code, []
+    return code, [line for line in capsys.readouterr().err.splitlines() if " ERROR " in line]
+
+
+def _snapshot(folder):
+    return {p.relative_to(folder): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_out_equal_to_the_input_video_is_refused_and_the_input_kept(clip, tmp_path, fake_loader,
+                                                                    capsys):  # fmt: skip
+    frames, masks = clip
+    video = tmp_path / "in.mp4"
+    _write_mp4(video, frames)
+    Image.fromarray(masks[0] * 255).save(tmp_path / "mask.png")
+    before = video.read_bytes()
+    code, errors = _inpaint(video, tmp_path / "mask.png", tmp_path / "." / "in.mp4", capsys)
+    assert code == 2 and len(errors) == 1
+    assert "is the input --video: inpaint never overwrites its input; write the result" in errors[0]
+    assert video.read_bytes() == before
+
+
+@pytest.mark.parametrize(
+    ("out", "words"),
+    [("frames/result", "is inside the input --video folder"), ("frames", "is the input --video:"),
+     ("masks", "is the input --masks: inpaint never"), (".", "holds the input --video")],
+)  # fmt: skip
+def test_out_inside_or_around_an_input_folder_is_refused(clip, tmp_path, fake_loader, capsys,
+                                                         out, words):  # fmt: skip
+    frames, masks = clip
+    video, mask_dir = _folder_input(tmp_path, frames, masks)
+    before = _snapshot(tmp_path)
+    code, errors = _inpaint(video, mask_dir, tmp_path / out, capsys)
+    assert code == 2 and len(errors) == 1 and words in errors[0], errors
+    assert _snapshot(tmp_path) == before
+
+
+def test_an_earlier_longer_result_folder_is_replaced_whole(clip, tmp_path, fake_loader):
+    frames, masks = clip
+    video, mask_dir = _folder_input(tmp_path, frames, masks)
+    out = tmp_path / "result"
+    out.mkdir()
+    for k in range(20):  # an earlier result of a 20-frame video
+        (out / f"{k:05d}.png").write_bytes(b"old frame")
+    assert _inpaint(video, mask_dir, out)[0] == 0
+    assert sorted(p.name for p in out.iterdir()) == [f"{k:05d}.png" for k in range(FRAMES)]
+    assert all(p.read_bytes() != b"old frame" for p in out.iterdir())
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["frames", "masks", "result"]
+
+
+def test_a_folder_holding_other_files_is_refused_untouched(clip, tmp_path, fake_loader, capsys):
+    frames, masks = clip
+    video, mask_dir = _folder_input(tmp_path, frames, masks)
+    out = tmp_path / "Videos"
+    out.mkdir()
+    (out / "holiday.mp4").write_bytes(b"a user's file")
+    (out / "00000.png").write_bytes(b"x")
+    code, errors = _inpaint(video, mask_dir, out, capsys)
+    assert code == 2 and len(errors) == 1
+    assert "holds holiday.mp4, not a frame of an earlier result" in errors[0]
+    assert sorted(p.name for p in out.iterdir()) == ["00000.png", "holiday.mp4"]
+
+
+@pytest.mark.parametrize(
+    ("out", "words"),
+    [("notes", "is a file; give a folder path"), ("notes/out.mp4", "is a file, not a folder"),
+     ("notes/sub/frames", "is a file, not a folder")],
+)  # fmt: skip
+def test_out_at_or_under_a_plain_file_is_one_line(clip, tmp_path, fake_loader, capsys, out,
+                                                  words):  # fmt: skip
+    frames, masks = clip
+    video, mask_dir = _folder_input(tmp_path, frames, masks)
+    (tmp_path / "notes").write_text("keep me")
+    code, errors = _inpaint(video, mask_dir, tmp_path / out, capsys)
+    assert code == 2 and len(errors) == 1 and words in errors[0], errors
+    assert (tmp_path / "notes").read_text() == "keep me"
+
+
+def test_outputs_get_the_usual_permissions(clip, tmp_path, fake_loader):
+    frames, masks = clip
+    video, mask_dir = _folder_input(tmp_path, frames, masks)
+    umask = os.umask(0o022)
+    try:
+        assert _inpaint(video, mask_dir, tmp_path / "out.mp4")[0] == 0
+        assert _inpaint(video, mask_dir, tmp_path / "pngs")[0] == 0
+    finally:
+        os.umask(umask)
+    assert stat.S_IMODE((tmp_path / "out.mp4").stat().st_mode) == 0o644
+    assert stat.S_IMODE((tmp_path / "pngs").stat().st_mode) == 0o755
+    assert {stat.S_IMODE(p.stat().st_mode) for p in (tmp_path / "pngs").iterdir()} == {0o644}
+
+
+def test_the_mp4_is_h264_with_every_frame_at_the_video_size(clip, tmp_path, fake_loader):
+    frames, masks = clip
+    video, mask_dir = _folder_input(tmp_path, frames, masks)
+    assert _inpaint(video, mask_dir, tmp_path / "out.mp4")[0] == 0
+    with av.open(str(tmp_path / "out.mp4")) as container:
+        stream = container.streams.video[0]
+        assert stream.codec_context.name == "h264" and stream.codec_context.pix_fmt == "yuv420p"
+        decoded = [f.to_ndarray(format="rgb24") for f in container.decode(stream)]
+    assert len(decoded) == FRAMES and decoded[0].shape == (144, 176, 3)
+    hole = dilate_mask(masks[5], 4).astype(bool)
+    error = np.abs(decoded[5].astype(int) - frames[5].astype(int))[~hole]
+    assert error.mean() < 3  # outside the hole: the input, through a visually lossless encode
+
+
+def test_an_odd_frame_size_is_padded_to_even_for_h264(clip, tmp_path, fake_loader, capsys):
+    frames, masks = clip
+    video, mask_dir = _folder_input(tmp_path, frames[:, :143, :175], masks[:, :143, :175])
+    assert _inpaint(video, mask_dir, tmp_path / "odd.mp4")[0] == 0
+    with av.open(str(tmp_path / "odd.mp4")) as container:
+        first = next(container.decode(video=0))
+    assert (first.width, first.height) == (176, 144)
+    assert "H.264 needs an even size; 175x143 is padded by one pixel" in capsys.readouterr().err
+
+
+def test_an_interrupted_run_keeps_the_earlier_result(clip, tmp_path, fake_loader, monkeypatch):
+    frames, masks = clip
+    video, mask_dir = _folder_input(tmp_path, frames, masks)
+    assert _inpaint(video, mask_dir, tmp_path / "out.mp4")[0] == 0
+    assert _inpaint(video, mask_dir, tmp_path / "pngs")[0] == 0
+    before = _snapshot(tmp_path)
+    calls = {"n": 0}
+
+    def dies_midway(x, num_local):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return torch.zeros(x.shape[0] * x.shape[1], *x.shape[2:])
+
+    monkeypatch.setattr(inpaint, "load_window_model", lambda *a: (dies_midway, "e2fgvi_hq"))
+    for out in ("out.mp4", "pngs"):
+        calls["n"] = 0
+        assert _inpaint(video, mask_dir, tmp_path / out)[0] == 130
+    assert _snapshot(tmp_path) == before  # no temporary or partial file, no frame changed

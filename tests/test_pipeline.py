@@ -110,3 +110,32 @@ def test_dvc_exp_run_with_a_changed_param_is_a_new_tracked_experiment(repro):
     assert newest.params["train.lr"] == "0.0002" and "eval/psnr" in newest.metrics
     shown = _dvc(copy, "exp", "show", "--csv")
     assert "lr2e-4" in shown
+
+
+def test_a_stage_failing_on_a_partial_params_yaml_loses_nothing(repro):
+    """DVC deletes a stage's outputs before running it, and the run then fails on the broken
+    params.yaml; the documented recovery (fix params.yaml, `dvc checkout`) gives every output of
+    the last good training back, byte for byte, and nothing needs rerunning."""
+    copy, _ = repro
+    kept = [
+        copy / "data" / "run" / name
+        for name in ("generator.pth", "mlflow_run.json", "cost_raw.json", "params_used.json")
+    ]
+    kept += [copy / "reports" / "train.json", copy / "reports" / "train_loss.csv"]  # fmt: skip
+    before = {path: path.read_bytes() for path in kept}
+    good = (copy / "params.yaml").read_text()
+    partial = yaml.safe_load(good)
+    del partial["loss"]  # a section lost in an edit
+    (copy / "params.yaml").write_text(yaml.safe_dump(partial, sort_keys=False))
+    bin_dir = Path(sys.executable).parent
+    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
+           "PYTHONPATH": str(copy / "src"), "DVC_NO_ANALYTICS": "1"}  # fmt: skip
+    failed = subprocess.run([str(bin_dir / "dvc"), "repro", "train"], cwd=copy, env=env,
+                            capture_output=True, text=True)  # fmt: skip
+    assert failed.returncode != 0 and "loss" in failed.stdout + failed.stderr
+    assert not (copy / "data" / "run" / "generator.pth").exists()  # DVC did delete the outputs
+    (copy / "params.yaml").write_text(good)
+    _dvc(copy, "checkout")
+    assert {path: path.read_bytes() for path in kept} == before
+    status = _dvc(copy, "status")
+    assert "up to date" in status, status

@@ -7,7 +7,7 @@ import os
 import zipfile
 
 import pytest
-from _archives import jpeg, make_release
+from _archives import frames, jpeg, make_members, make_release, png
 
 from e2fgvi.config import PrepareParams
 from e2fgvi.data import prepare as prepare_module
@@ -30,7 +30,7 @@ def raw(tmp_path):
 
 def test_layout_index_and_report(raw, tmp_path):
     out = tmp_path / "yv"
-    report = prepare_dataset(raw, out, KEEP)
+    report = prepare_dataset(raw, out, KEEP, min_train_frames=2)
     assert load_index(out / "train.json") == {"aaa": 5, "bbb": 3}
     assert load_index(out / "test.json") == {"ccc": 4}
     assert sorted(p.name for p in (out / "JPEGImages").iterdir()) == [
@@ -51,7 +51,7 @@ def test_layout_index_and_report(raw, tmp_path):
 
 def test_resize_writes_small_frames(raw, tmp_path):
     out = tmp_path / "yv"
-    report = prepare_dataset(raw, out, SMALL)
+    report = prepare_dataset(raw, out, SMALL, min_train_frames=2)
     frame = VideoZip(out / "JPEGImages" / "ccc.zip").read(2)
     assert frame.shape == (12, 16, 3)
     assert report["test"]["resolutions"] == {"40x20": 1}  # the source resolution
@@ -71,18 +71,20 @@ def test_rerun_keeps_finished_videos_and_recovers_from_an_interruption(raw, tmp_
 
     monkeypatch.setattr(prepare_module, "_convert", dies_on_the_second_video)
     with pytest.raises(KeyboardInterrupt):
-        prepare_dataset(raw, out, KEEP)
+        prepare_dataset(raw, out, KEEP, min_train_frames=2)
+    # Nothing a later stage could take; the finished video waits in the work folder.
+    assert sorted(p.name for p in out.iterdir()) == [".JPEGImages.partial"]
+    work = out / ".JPEGImages.partial"
+    assert sorted(p.name for p in work.iterdir()) == ["aaa.zip"]  # no temporary file
     done = out / "JPEGImages" / "aaa.zip"
-    assert done.exists() and not (out / "JPEGImages" / "bbb.zip").exists()
-    assert not any(p.name.endswith(".tmp") for p in (out / "JPEGImages").iterdir())
-    stamp = done.stat().st_mtime_ns
+    stamp = (work / "aaa.zip").stat().st_mtime_ns
     monkeypatch.setattr(prepare_module, "_convert", real)
-    prepare_dataset(raw, out, KEEP)
+    prepare_dataset(raw, out, KEEP, min_train_frames=2)
     assert done.stat().st_mtime_ns == stamp  # finished video not redone
     assert len(VideoZip(out / "JPEGImages" / "bbb.zip")) == 3
     # Other params -> every video is redone; a video gone from the archive is removed.
     (out / "JPEGImages" / "old.zip").write_bytes(b"stale")
-    prepare_dataset(raw, out, SMALL)
+    prepare_dataset(raw, out, SMALL, min_train_frames=2)
     assert done.stat().st_mtime_ns != stamp
     assert not (out / "JPEGImages" / "old.zip").exists()
     assert VideoZip(done).read(0).shape == (12, 16, 3)
@@ -93,15 +95,17 @@ def test_six_fps_release_is_named(tmp_path):
     make_release(raw / "train_all_frames.zip", "train", {"vid1": 4}, step=5)
     message = r"vid1 has frames 00000, 00005.*6-fps annotated release.*download train_all_frames"
     with pytest.raises(UserError, match=message):
-        prepare_dataset(raw, tmp_path / "yv", KEEP)
+        prepare_dataset(raw, tmp_path / "yv", KEEP, min_train_frames=2)
 
 
-def test_consecutive_frames_with_a_gap_are_not_six_fps(tmp_path):
+def test_consecutive_frames_with_a_gap_are_a_gap_not_six_fps(tmp_path):
     path = tmp_path / "a.zip"
     with zipfile.ZipFile(path, "w") as z:
         for i in (0, 1, 2, 7):
             z.writestr(f"s/JPEGImages/v/{i:05d}.jpg", jpeg(i))
-    assert list(SourceArchive(path).videos) == ["v"]
+    with pytest.raises(UserError, match="video v has no frame 00003") as info:
+        SourceArchive(path)
+    assert "6-fps" not in str(info.value)
 
 
 def test_corrupt_jpeg_is_named(raw, tmp_path):
@@ -110,14 +114,14 @@ def test_corrupt_jpeg_is_named(raw, tmp_path):
     with pytest.raises(
         UserError, match=r"test_all_frames\.zip: member .*ccc/00002\.jpg: JPEG does"
     ):
-        prepare_dataset(raw, tmp_path / "yv", KEEP)
+        prepare_dataset(raw, tmp_path / "yv", KEEP, min_train_frames=2)
 
 
 def test_truncated_archive(raw, tmp_path):
     path = raw / "train_all_frames.zip"
     path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
     with pytest.raises(UserError, match=r"train_all_frames\.zip: not a readable zip.*re-download"):
-        prepare_dataset(raw, tmp_path / "yv", KEEP)
+        prepare_dataset(raw, tmp_path / "yv", KEEP, min_train_frames=2)
 
 
 def test_crc_error_in_archive(raw, tmp_path):
@@ -129,7 +133,7 @@ def test_crc_error_in_archive(raw, tmp_path):
     data[info.header_offset + 30 + len(name) + 100] ^= 0xFF  # a byte inside the stored member
     path.write_bytes(bytes(data))
     with pytest.raises(UserError, match=rf"member {name} is damaged"):
-        prepare_dataset(raw, tmp_path / "yv", KEEP)
+        prepare_dataset(raw, tmp_path / "yv", KEEP, min_train_frames=2)
 
 
 @pytest.mark.parametrize(
@@ -141,7 +145,7 @@ def test_escaping_member_names_are_refused(tmp_path, name):
     raw = tmp_path / "raw"
     make_release(raw / "train_all_frames.zip", "train_all_frames", {"v": 2}, extra={name: jpeg(0)})
     with pytest.raises(UserError, match="refusing this archive"):
-        prepare_dataset(raw, tmp_path / "yv", KEEP)
+        prepare_dataset(raw, tmp_path / "yv", KEEP, min_train_frames=2)
 
 
 def test_video_in_both_splits_and_empty_archive(tmp_path):
@@ -149,34 +153,35 @@ def test_video_in_both_splits_and_empty_archive(tmp_path):
     make_release(raw / "train_all_frames.zip", "train_all_frames", {"v": 2})
     make_release(raw / "test_all_frames.zip", "test_all_frames", {"v": 2})
     with pytest.raises(UserError, match="video v is also in the train split"):
-        prepare_dataset(raw, tmp_path / "yv", KEEP)
+        prepare_dataset(raw, tmp_path / "yv", KEEP, min_train_frames=2)
     make_release(raw / "test_all_frames.zip", "test_all_frames", {})
     with pytest.raises(UserError, match=r"test_all_frames\.zip: no <video>/<frame>\.jpg"):
-        prepare_dataset(raw, tmp_path / "yv", KEEP)
+        prepare_dataset(raw, tmp_path / "yv", KEEP, min_train_frames=2)
 
 
 def test_missing_archive_and_bad_resize(tmp_path):
     with pytest.raises(UserError, match="archive not found; run `dvc repro download`"):
-        prepare_dataset(tmp_path, tmp_path / "yv", KEEP)
+        prepare_dataset(tmp_path, tmp_path / "yv", KEEP, min_train_frames=2)
     with pytest.raises(UserError, match=r"prepare\.resize: expected \[width, height\]"):
-        prepare_dataset(tmp_path, tmp_path / "yv", PrepareParams(resize=[10]))
+        prepare_dataset(tmp_path, tmp_path / "yv", PrepareParams(resize=[10]), min_train_frames=2)
 
 
 def test_without_verify_a_corrupt_frame_is_copied_not_decoded(raw, tmp_path):
-    """verify_jpeg: false skips decoding (documented): corruption surfaces only at training."""
+    """verify_jpeg: false skips decoding (documented): corruption past the JPEG header (which
+    is read for the frame size) surfaces only at training."""
     good = jpeg(0)
-    broken = good[: len(good) // 2]
+    broken = good[:-10]
     bad = {"test_all_frames/JPEGImages/ccc/00001.jpg": broken}
     make_release(raw / "test_all_frames.zip", "test_all_frames", {"ccc": 1}, extra=bad)
     out = tmp_path / "yv"
-    prepare_dataset(raw, out, PrepareParams(resize=[], verify_jpeg=False))
+    prepare_dataset(raw, out, PrepareParams(resize=[], verify_jpeg=False), min_train_frames=2)
     with pytest.raises(UserError, match="not a complete JPEG"):
         VideoZip(out / "JPEGImages" / "ccc.zip").read(1)
 
 
 def test_output_zips_are_deterministic(raw, tmp_path):
-    prepare_dataset(raw, tmp_path / "a", SMALL)
-    prepare_dataset(raw, tmp_path / "b", SMALL)
+    prepare_dataset(raw, tmp_path / "a", SMALL, min_train_frames=2)
+    prepare_dataset(raw, tmp_path / "b", SMALL, min_train_frames=2)
     for name in ("aaa.zip", "ccc.zip"):
         a = (tmp_path / "a" / "JPEGImages" / name).read_bytes()
         assert a == (tmp_path / "b" / "JPEGImages" / name).read_bytes()
@@ -188,3 +193,173 @@ def test_deterministic_zipinfo():
     assert info.date_time == (1980, 1, 1, 0, 0, 0) and info.external_attr >> 16 == 0o100644
     assert deterministic_zipinfo("x/").external_attr & 0x10
     assert os.sep  # keeps the os import honest on every platform
+
+
+# --------------------------------------------------------------------------- malformed videos
+# A YouTube-VOS video is a complete run of same-size JPEG frames 00000, 00001, …; anything else
+# is refused in one line naming the archive, the video and the frame, and the refused run leaves
+# nothing a later stage could take for a complete data set.
+
+TRAIN, TEST = "train_all_frames", "test_all_frames"
+
+
+def _good_test_archive(raw):
+    make_release(raw / f"{TEST}.zip", TEST, {"ccc": 4})
+
+
+def _refused(raw, tmp_path, message, min_train_frames=2, cfg=KEEP):
+    out = tmp_path / "yv"
+    with pytest.raises(UserError, match=message) as info:
+        prepare_dataset(raw, out, cfg, min_train_frames=min_train_frames)
+    assert "\n" not in str(info.value)
+    _assert_no_data_set(out)
+    return str(info.value)
+
+
+def _assert_no_data_set(out):
+    """No index, no JPEGImages: nothing a later stage could take (only the hidden work folder)."""
+    if out.exists():
+        assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == []
+
+
+def test_a_gap_in_the_numbering_is_refused(tmp_path):
+    raw = tmp_path / "raw"
+    numbers = [*range(10), 11, 12]
+    make_members(raw / f"{TRAIN}.zip", frames(TRAIN, "vid", numbers))
+    _good_test_archive(raw)
+    _refused(
+        raw, tmp_path, rf"{TRAIN}\.zip: video vid has no frame 00010 \(00009\.jpg is followed by"
+        r" 00011\.jpg\); a YouTube-VOS video is a complete run of frames from 00000",
+    )  # fmt: skip
+
+
+def test_numbering_that_does_not_start_at_zero_is_refused(tmp_path):
+    raw = tmp_path / "raw"
+    make_members(raw / f"{TRAIN}.zip", frames(TRAIN, "vid", range(3, 9)))
+    _good_test_archive(raw)
+    _refused(raw, tmp_path, rf"{TRAIN}\.zip: video vid starts at frame 00003\.jpg, not 00000")
+
+
+def test_a_frame_that_is_not_numbered_is_refused(tmp_path):
+    raw = tmp_path / "raw"
+    members = [*frames(TRAIN, "vid", range(4)), (f"{TRAIN}/JPEGImages/vid/cover.jpg", jpeg(9))]
+    make_members(raw / f"{TRAIN}.zip", members)
+    _good_test_archive(raw)
+    _refused(raw, tmp_path, r"video vid has frame cover\.jpg, not a 5-digit frame number")
+
+
+def test_a_member_twice_in_a_video_is_refused_not_the_second_copy_taken(tmp_path):
+    raw = tmp_path / "raw"
+    members = frames(TRAIN, "vid", range(5))
+    members.append((f"{TRAIN}/JPEGImages/vid/00002.jpg", jpeg(200)))  # a second, other 00002
+    make_members(raw / f"{TRAIN}.zip", members)
+    _good_test_archive(raw)
+    _refused(raw, tmp_path, rf"{TRAIN}\.zip: video vid holds frame 00002\.jpg twice")
+
+
+def test_the_same_frame_as_jpg_and_jpeg_is_refused(tmp_path):
+    raw = tmp_path / "raw"
+    members = [*frames(TRAIN, "vid", range(3)), (f"{TRAIN}/JPEGImages/vid/00001.jpeg", jpeg(1))]
+    make_members(raw / f"{TRAIN}.zip", members)
+    _good_test_archive(raw)
+    _refused(raw, tmp_path, r"video vid holds frame 00001\.jpeg and 00001\.jpg")
+
+
+def test_empty_and_short_videos_are_all_named(tmp_path):
+    raw = tmp_path / "raw"
+    members = [
+        *frames(TRAIN, "long", range(10)),
+        (f"{TRAIN}/JPEGImages/empty/", b""),  # a video folder with no frames
+        *frames(TRAIN, "short", range(3)),
+        *frames(TRAIN, "tiny", range(1)),
+    ]
+    make_members(raw / f"{TRAIN}.zip", members)
+    _good_test_archive(raw)
+    message = _refused(
+        raw, tmp_path, rf"{TRAIN}\.zip: videos empty \(0 frames\), short \(3 frames\), tiny \(1 "
+        r"frame\) have fewer than 8 frames, what one training clip needs "
+        r"\(train\.num_local_frames \+ train\.num_ref_frames\)", min_train_frames=8,
+    )  # fmt: skip
+    assert "long" not in message
+
+
+def test_a_test_video_with_one_frame_is_refused(tmp_path):
+    raw = tmp_path / "raw"
+    make_release(raw / f"{TRAIN}.zip", TRAIN, {"aaa": 5})
+    make_release(raw / f"{TEST}.zip", TEST, {"ccc": 4, "one": 1})
+    _refused(raw, tmp_path, rf"{TEST}\.zip: video one \(1 frame\) has fewer than 2 frames")
+
+
+@pytest.mark.parametrize("cfg", [KEEP, SMALL, PrepareParams(resize=[], verify_jpeg=False)])
+def test_frames_of_different_sizes_are_refused_never_resized(tmp_path, cfg):
+    raw = tmp_path / "raw"
+    members = [*frames(TRAIN, "vid", range(3)), *frames(TRAIN, "vid", [3], size=(40, 20))]
+    members += frames(TRAIN, "vid", [4, 5])
+    make_members(raw / f"{TRAIN}.zip", members)
+    _good_test_archive(raw)
+    _refused(
+        raw, tmp_path, rf"{TRAIN}\.zip: video vid frame 00003\.jpg is 40x20 but 00000\.jpg is "
+        r"32x24; a video's frames must share one size", cfg=cfg,
+    )  # fmt: skip
+
+
+def test_png_frames_are_refused_by_name(tmp_path):
+    raw = tmp_path / "raw"
+    members = [(f"{TRAIN}/JPEGImages/vid/{i:05d}.png", png(i)) for i in range(5)]
+    make_members(raw / f"{TRAIN}.zip", [*frames(TRAIN, "ok", range(3)), *members])
+    _good_test_archive(raw)
+    _refused(
+        raw, tmp_path, rf"{TRAIN}\.zip: video vid has PNG frames: 00000\.png, 00001\.png, "
+        r"00002\.png, …; YouTube-VOS frames are JPEG",
+    )  # fmt: skip
+
+
+def test_a_png_named_jpg_is_refused_also_without_decoding(tmp_path):
+    raw = tmp_path / "raw"
+    members = [*frames(TRAIN, "vid", range(2)), (f"{TRAIN}/JPEGImages/vid/00002.jpg", png(2))]
+    make_members(raw / f"{TRAIN}.zip", members)
+    _good_test_archive(raw)
+    unchecked = PrepareParams(resize=[], verify_jpeg=False)
+    _refused(raw, tmp_path, r"member .*vid/00002\.jpg: not a JPEG \(PNG\)", cfg=unchecked)
+
+
+def _damage(path, name):
+    """Flip a byte inside ``name``'s stored data; the central directory stays as it was."""
+    with zipfile.ZipFile(path) as z:
+        info = z.getinfo(name)
+    data = bytearray(path.read_bytes())
+    data[info.header_offset + 30 + len(name) + len(info.extra) + 100] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+def test_a_crc_error_is_refused_also_over_an_earlier_good_output(raw, tmp_path):
+    out = tmp_path / "yv"
+    good = prepare_dataset(raw, out, KEEP, min_train_frames=2)
+    name = f"{TRAIN}/JPEGImages/bbb/00001.jpg"
+    _damage(raw / f"{TRAIN}.zip", name)
+    with zipfile.ZipFile(raw / f"{TRAIN}.zip") as z:
+        assert z.testzip() == name  # the damage is what a CRC check finds
+    with pytest.raises(UserError, match=rf"{TRAIN}\.zip: member {name} is damaged \(Bad CRC"):
+        prepare_dataset(raw, out, KEEP, min_train_frames=2)
+    _assert_no_data_set(out)
+    make_release(raw / f"{TRAIN}.zip", TRAIN, {"aaa": 5, "bbb": 3})  # re-downloaded
+    assert prepare_dataset(raw, out, KEEP, min_train_frames=2) == good
+
+
+def test_a_refusal_after_finished_videos_leaves_no_data_set_and_a_rerun_is_complete(raw, tmp_path):
+    """The odd video comes last, after other videos were written: still nothing usable."""
+    out = tmp_path / "yv"
+    fresh = prepare_dataset(raw, tmp_path / "fresh", KEEP, min_train_frames=2)
+    good_bytes = (tmp_path / "fresh" / "JPEGImages" / "bbb.zip").read_bytes()
+    prepare_dataset(raw, out, KEEP, min_train_frames=2)  # an earlier complete output
+    members = [*frames(TRAIN, "aaa", range(5)), *frames(TRAIN, "bbb", range(2))]
+    members += frames(TRAIN, "bbb", [2], size=(40, 20))
+    make_members(raw / f"{TRAIN}.zip", members)
+    with pytest.raises(UserError, match=r"video bbb frame 00002\.jpg is 40x20"):
+        prepare_dataset(raw, out, KEEP, min_train_frames=2)
+    _assert_no_data_set(out)
+    make_release(raw / f"{TRAIN}.zip", TRAIN, {"aaa": 5, "bbb": 3})
+    assert prepare_dataset(raw, out, KEEP, min_train_frames=2) == fresh
+    assert load_index(out / "train.json") == {"aaa": 5, "bbb": 3}
+    assert (out / "JPEGImages" / "bbb.zip").read_bytes() == good_bytes
+    assert sorted(p.name for p in out.iterdir()) == ["JPEGImages", "test.json", "train.json"]

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from e2fgvi.errors import UserError
+from e2fgvi.errors import UserError, clip
 
 
 class ConfigError(UserError):
@@ -231,7 +232,22 @@ def _describe(error: dict[str, Any]) -> str:
         return f"unknown key '{key}' (remove it or fix its spelling)"
     if error["type"] == "missing":
         return f"missing key '{key}'"
-    return f"key '{key}': {error['msg']} (got {error.get('input')!r})"
+    return f"key '{key}': {error['msg']} (got {clip(repr(error.get('input')), 60)})"
+
+
+class _ParamsLoader(yaml.SafeLoader):
+    """PyYAML's YAML 1.1 plus the YAML 1.2 floats it reads as strings (``1e-4``, ``1.0e4``).
+
+    DVC reads params.yaml as YAML 1.2, where ``lr: 1e-4`` is a float; so does this loader, so
+    the value a user writes means the same to DVC and to the code.
+    """
+
+
+_ParamsLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
 
 
 def parse_params(raw: Any, source: str = "params.yaml") -> Params:
@@ -255,7 +271,7 @@ def load_params(path: str | Path = "params.yaml") -> Params:
     except FileNotFoundError:
         raise ConfigError(f"{path}: file not found (run from the repository root)") from None
     try:
-        raw = yaml.safe_load(text)
+        raw = yaml.load(text, Loader=_ParamsLoader)  # a SafeLoader: no arbitrary objects
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""

@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from e2fgvi.errors import UserError
+from e2fgvi.errors import UserError, clip
 
 # Written into every file this bundle saves (training checkpoints and released generators).
 CHECKPOINT_FORMAT = "e2fgvi-repro/1"
@@ -30,7 +30,8 @@ def read_weights(path: str | Path) -> Any:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise UserError(
             f"{path}: refused: the file is not plain weights (it would run code when "
-            f"unpickled: {reason[:120]}); use an official release or an e2fgvi-repro checkpoint"
+            f"unpickled: {clip(reason, 120)}); use an official release or an e2fgvi-repro "
+            "checkpoint"
         ) from None
     except (RuntimeError, EOFError, OSError, ValueError) as exc:
-        raise UserError(f"{path}: not a readable PyTorch weights file ({exc!s:.120})") from None
+        raise UserError(f"{path}: not a readable PyTorch weights file ({clip(exc, 120)})") from None

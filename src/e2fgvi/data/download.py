@@ -24,7 +24,7 @@ from tqdm import tqdm
 
 from e2fgvi.atomic import atomic_open
 from e2fgvi.config import HttpParams, PretrainedFile
-from e2fgvi.errors import UserError
+from e2fgvi.errors import UserError, write_error
 
 log = logging.getLogger(__name__)
 
@@ -123,13 +123,15 @@ def _transfer(session: requests.Session, url: str, part: Path, timeout: float) -
             offset = 0
         length = response.headers.get("Content-Length")
         total = offset + int(length) if length and length.isdigit() else None
-        with open(part, "ab" if offset else "wb") as out, _bar(total, part.name, offset) as bar:
-            try:
+        try:
+            with open(part, "ab" if offset else "wb") as out, _bar(total, part.name, offset) as bar:
                 for chunk in response.iter_content(NET_CHUNK):
                     out.write(chunk)
                     bar.update(len(chunk))
-            except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError) as exc:
-                raise _RetryableError(f"connection dropped ({exc.__class__.__name__})") from None
+        except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError) as exc:
+            raise _RetryableError(f"connection dropped ({exc.__class__.__name__})") from None
+        except OSError as exc:  # full disk, read-only: what arrived stays for the rerun to resume
+            raise write_error(exc, part) or exc from None
     if total is not None and part.stat().st_size < total:
         raise _RetryableError(f"got {part.stat().st_size} of {total} bytes")
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import hashlib
 import math
-import os
 import shutil
 from pathlib import Path
 
@@ -24,6 +23,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
+from e2fgvi.atomic import atomic_dir, make_dir
 from e2fgvi.config import MaskParams
 from e2fgvi.errors import UserError
 
@@ -174,22 +174,16 @@ def write_eval_masks(index: dict[str, int], out_dir: Path, cfg: MaskParams) -> N
     for video in index:
         if not video or video in (".", "..") or "/" in video or "\\" in video:
             raise UserError(f"test index: video id {video!r} is not a plain folder name")
-    out_dir.mkdir(parents=True, exist_ok=True)
+    make_dir(out_dir)
     for video, frames in tqdm(sorted(index.items()), desc="eval masks", unit="video"):
         rng = video_rng(cfg.eval_seed, video)
         masks = random_mask_sequence(
             rng, frames, cfg.height, cfg.width, cfg, moving_prob=cfg.eval_moving_prob
         )
-        # Build the folder beside its final place, then swap it in: never a half-written video.
-        staging = out_dir / f".{video}.tmp"
-        shutil.rmtree(staging, ignore_errors=True)
-        staging.mkdir()
-        for i, mask in enumerate(masks):
-            (staging / f"{i:05d}.png").write_bytes(cv2.imencode(".png", mask * 255)[1].tobytes())
-        final = out_dir / video
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(staging, final)
+        # Built beside its final place, then swapped in: never a half-written video.
+        with atomic_dir(out_dir / video) as staging:
+            for i, mask in enumerate(masks):
+                (staging / f"{i:05d}.png").write_bytes(cv2.imencode(".png", mask * 255)[1].tobytes())
     for stale in out_dir.iterdir():
         if stale.name in index:
             continue

@@ -23,7 +23,7 @@ from e2fgvi.devices import pick_device
 from e2fgvi.errors import UserError
 from e2fgvi.eval.generator import E2FGVI_SIZE, load_window_model
 from e2fgvi.eval.protocol import WindowModel, complete_video, dilate_mask, window_schedule
-from e2fgvi.eval.video_io import FrameSink, read_masks, read_video
+from e2fgvi.eval.video_io import check_output, frame_sink, read_masks, read_video
 
 log = logging.getLogger(__name__)
 
@@ -124,6 +124,7 @@ def inpaint_frames(
 
 
 def run(args: argparse.Namespace) -> int:
+    check_output(args.out, {"--video": args.video, "--masks": args.masks})
     device = pick_device(args.device, key="--device")
     frames, fps = read_video(args.video)
     t, h, w = frames.shape[:3]
@@ -135,27 +136,24 @@ def run(args: argparse.Namespace) -> int:
     log.info(
         "%d frames %dx%d, variant %s%s", t, w, h, variant, " (run at 432x240)" * bool(resize_to)
     )
-    sink = FrameSink(args.out, (w, h), args.fps or fps or 24.0)
     windows = len(window_schedule(t, args.neighbor_stride, args.ref_length))
-    try:
-        with tqdm(total=windows, desc="inpaint", unit="window") as bar:
-            for frame in inpaint_frames(
-                model,
-                frames,
-                masks,
-                resize_to=resize_to,
-                neighbor_stride=args.neighbor_stride,
-                ref_length=args.ref_length,
-                dilation=args.dilation,
-                device=device,
-                window_batch=args.window_batch,
-                amp_dtype=torch.bfloat16 if args.bf16 else None,
-                on_window=bar.update,
-            ):
-                sink.write(frame)
-    except BaseException:
-        sink.abort()
-        raise
-    sink.close()
-    log.info("wrote %d frames to %s", sink.count, args.out)
+    with (
+        frame_sink(args.out, (w, h), args.fps or fps or 24.0) as write,
+        tqdm(total=windows, desc="inpaint", unit="window") as bar,
+    ):
+        for frame in inpaint_frames(
+            model,
+            frames,
+            masks,
+            resize_to=resize_to,
+            neighbor_stride=args.neighbor_stride,
+            ref_length=args.ref_length,
+            dilation=args.dilation,
+            device=device,
+            window_batch=args.window_batch,
+            amp_dtype=torch.bfloat16 if args.bf16 else None,
+            on_window=bar.update,
+        ):
+            write(frame)
+    log.info("wrote %d frames to %s", t, args.out)
     return 0

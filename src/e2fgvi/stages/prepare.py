@@ -23,9 +23,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    cfg = load_params().prepare
+    params = load_params()
+    clip_frames = params.train.num_local_frames + params.train.num_ref_frames
     start = time.perf_counter()
-    report = prepare_dataset(args.raw, args.out, cfg)
+    report = prepare_dataset(args.raw, args.out, params.prepare, min_train_frames=clip_frames)
     write_json(args.report, report)
     log.info("prepared in %.1f s; report %s", time.perf_counter() - start, args.report)
 
