@@ -26,7 +26,7 @@ import mlflow_server
 import pytest
 import team_server
 import yaml
-from conftest import ROOT, copy_repo, git_commit_all
+from helpers import ROOT, copy_repo, git_commit_all
 
 from e2fgvi import tracking
 from e2fgvi.doctor import dvc_vars
