@@ -11,16 +11,13 @@ import json
 import os
 import random
 import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import mlflow_server
 import numpy as np
 import pytest
 import torch
-from helpers import ROOT, write_params
+from helpers import finish_train, history_rows, start_train, train_env, wait_rows
 
 from e2fgvi import tracking
 from e2fgvi.config import load_params
@@ -31,62 +28,11 @@ from e2fgvi.model import InpaintGenerator, load_generator_state
 
 pytestmark = pytest.mark.slow
 
-TINY = {
-    "train__num_local_frames": 2,
-    "train__num_ref_frames": 1,
-    "train__log_every": 1,
-    "train__image_every": 2,
-    "train__checkpoint_every": 2,
-    "train__deterministic": True,
-    "cost__warmup_steps": 1,
-    "tracking__experiment": "test-train",
-    "tracking__retry_interval_s": 0.0,
-}
 LOSSES = ("loss/hole", "loss/valid", "loss/flow", "loss/adversarial", "loss/discriminator")
 
-
-def _command(data: Path) -> list[str]:
-    return [sys.executable, "-m", "e2fgvi.stages.train", "--data", str(data),
-            "--spynet", "spynet.pth", "--checkpoints", "run/checkpoints",
-            "--generator", "run/generator.pth", "--cost-record", "run/cost_raw.json",
-            "--run-record", "run/mlflow_run.json", "--params-used", "run/params_used.json",
-            "--mlruns", "mlruns", "--metrics", "train.json",
-            "--plots", "train_loss.csv"]  # fmt: skip
-
-
-def _env(**extra: str) -> dict[str, str]:
-    path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "PATH": path, **extra}
-    env.pop("MLFLOW_TRACKING_URI", None)
-    return {**env, **extra}
-
-
-def _train(folder: Path, data: Path, env: dict | None = None, **overrides) -> subprocess.Popen:
-    write_params(folder, **{**TINY, **overrides})
-    log = (folder / "stage.log").open("a")
-    return subprocess.Popen(_command(data), cwd=folder, env=env or _env(), stdout=log,
-                            stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
-
-
-def _finish(process: subprocess.Popen, folder: Path, timeout: float = 600) -> None:
-    code = process.wait(timeout=timeout)
-    assert code == 0, (folder / "stage.log").read_text()[-3000:]
-
-
-def _history(folder: Path) -> list[dict[str, str]]:
-    found = list((folder / "run" / "checkpoints").glob("*/history.csv"))
-    if not found:
-        return []
-    with found[0].open(newline="") as handle:
-        return list(csv.DictReader(handle))
-
-
-def _wait_rows(folder: Path, rows: int, process: subprocess.Popen, limit_s: float = 600) -> None:
-    deadline = time.monotonic() + limit_s
-    while len(_history(folder)) < rows:
-        assert process.poll() is None, (folder / "stage.log").read_text()[-3000:]
-        assert time.monotonic() < deadline, "training made no progress"
-        time.sleep(0.2)
+# The shared train-stage process functions, under this module's earlier names.
+_env, _train, _finish = train_env, start_train, finish_train
+_history, _wait_rows = history_rows, wait_rows
 
 
 def _losses(rows: list[dict[str, str]]) -> list[tuple[str, ...]]:
