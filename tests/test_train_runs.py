@@ -25,6 +25,7 @@ from e2fgvi.cost.forecast import StepSample, forecast
 from e2fgvi.cost.summary import summarise
 from e2fgvi.measure.record import read_record
 from e2fgvi.model import InpaintGenerator, load_generator_state
+from e2fgvi.tracking.spool import read_records
 
 pytestmark = pytest.mark.slow
 
@@ -73,8 +74,10 @@ def test_stage_outputs_weights_metrics_and_the_mlflow_run(full_run):
     assert [value for _, value in history] == pytest.approx([float(r["loss/hole"]) for r in rows])
     artifacts = tracking.list_artifacts(ref["uri"], run.run_id)
     assert {"checkpoints", "samples", "history"} <= set(artifacts)
+    # The store keeps the newest checkpoint (to resume elsewhere) and the final weights.
     assert tracking.list_artifacts(ref["uri"], run.run_id, "checkpoints") == [
-        "checkpoints/latest.pth"
+        "checkpoints/generator.pth",
+        "checkpoints/latest.pth",
     ]
 
 
@@ -147,7 +150,9 @@ def test_mlflow_server_going_away_mid_run_loses_nothing(tmp_path, sample_dataset
     server = mlflow_server.start(uri, store / "artifacts", tmp_path / "server2.log", port=port)
     try:
         logger = tracking.attach(server.url, ref["run_id"], Path(ref["spool"]))
-        assert logger.run_id == ref["run_id"] and not Path(ref["spool"]).exists()
+        assert logger.close() and logger.run_id == ref["run_id"]
+        header, spooled = read_records(Path(ref["spool"]))  # sent: only the header is left
+        assert spooled == [] and header["run_id"] == ref["run_id"]
         history = tracking.metric_history(server.url, ref["run_id"], "loss/generator")
         artifacts = tracking.list_artifacts(server.url, ref["run_id"])
         status = tracking.search_runs(server.url, ["test-train"])[0].status

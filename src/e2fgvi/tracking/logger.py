@@ -336,8 +336,10 @@ class RunLogger:
             with sender.sending:
                 first = not sender.sent
                 self._drain()
-            if first and sender.sent and self.spool is not None:
-                self._replay_other_spools()
+                if first and sender.sent and self.spool is not None:
+                    self._replay_other_spools()
+            with self._lock:
+                sender.wake.notify_all()
 
     def _drain(self) -> bool:
         """Send the queue in order (``sending`` held); False at the first failure."""
@@ -393,11 +395,14 @@ class RunLogger:
             write_records(self.spool, {**header, "run_id": self.run_id}, [])
 
     def _wait_while_sending(self) -> None:
-        """Until the queue is empty, or the server stopped answering (a send failed)."""
+        """Until the queue is sent (and the sender idle), or the server stopped answering."""
         sender = self._sender
-        with self._lock:
-            while self._pending and not sender.failing:
-                if sender.thread is None or not sender.thread.is_alive():
+        while True:
+            with self._lock:
+                if sender.failing or sender.thread is None or not sender.thread.is_alive():
+                    return
+                if not self._pending and sender.sending.acquire(blocking=False):
+                    sender.sending.release()  # nothing queued, nothing being sent
                     return
                 sender.wake.wait(0.5)
 
