@@ -56,7 +56,7 @@ def _overheads(folder: Path) -> list[float]:
     series = record["ranks"][0]["series"]
     column = {name: i for i, name in enumerate(series["fields"])}
     return [
-        row[column["step_s"]] - row[column["data_wait_s"]] - row[column["compute_s"]]
+        row[column["step_s"]] - row[column["data_s"]] - row[column["compute_s"]]
         for row in series["rows"]
     ]
 
