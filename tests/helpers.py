@@ -1,9 +1,13 @@
-"""Functions tests share: params files with overrides, and copies of the repository."""
+"""Functions tests share: params files with overrides, repository copies, train-stage processes."""
 
 from __future__ import annotations
 
+import csv
+import os
 import shutil
 import subprocess
+import sys
+import time
 from pathlib import Path
 
 import yaml
@@ -45,3 +49,68 @@ def git_commit_all(folder: Path) -> None:
     git = ["git", "-c", "user.name=test", "-c", "user.email=test@example.invalid"]
     for command in (["init", "-q"], ["add", "-A"], ["commit", "-qm", "copy"]):
         subprocess.run([*git, *command], cwd=folder, check=True)
+
+
+# --------------------------------------------------------------------------- train-stage processes
+
+# The smallest real training: the sample-size E2FGVI-HQ with 2 local + 1 reference frames.
+TINY = {
+    "train__num_local_frames": 2,
+    "train__num_ref_frames": 1,
+    "train__log_every": 1,
+    "train__image_every": 2,
+    "train__checkpoint_every": 2,
+    "train__deterministic": True,
+    "cost__warmup_steps": 1,
+    "tracking__experiment": "test-train",
+    "tracking__retry_interval_s": 0.0,
+}
+
+
+def train_command(data: Path) -> list[str]:
+    """The train stage's command line, with every output under the current folder."""
+    return [sys.executable, "-m", "e2fgvi.stages.train", "--data", str(data),
+            "--spynet", "spynet.pth", "--checkpoints", "run/checkpoints",
+            "--generator", "run/generator.pth", "--cost-record", "run/cost_raw.json",
+            "--run-record", "run/mlflow_run.json", "--params-used", "run/params_used.json",
+            "--mlruns", "mlruns", "--metrics", "train.json",
+            "--plots", "train_loss.csv"]  # fmt: skip
+
+
+def train_env(**extra: str) -> dict[str, str]:
+    """This checkout's package on the path; no tracking URI unless ``extra`` sets one."""
+    path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "PATH": path}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    return {**env, **extra}
+
+
+def start_train(folder: Path, data: Path, env: dict | None = None, **overrides) -> subprocess.Popen:
+    """The train stage as its own process (group) in ``folder``, with ``TINY`` + ``overrides``."""
+    write_params(folder, **{**TINY, **overrides})
+    log = (folder / "stage.log").open("a")
+    return subprocess.Popen(train_command(data), cwd=folder, env=env or train_env(), stdout=log,
+                            stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+
+
+def finish_train(process: subprocess.Popen, folder: Path, timeout: float = 900) -> None:
+    code = process.wait(timeout=timeout)
+    assert code == 0, (folder / "stage.log").read_text()[-3000:]
+
+
+def history_rows(folder: Path) -> list[dict[str, str]]:
+    """The loss history of the (only) configuration trained in ``folder``."""
+    found = list((folder / "run" / "checkpoints").glob("*/history.csv"))
+    if not found:
+        return []
+    with found[0].open(newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def wait_rows(folder: Path, rows: int, process: subprocess.Popen, limit_s: float = 900) -> None:
+    """Wait until the history holds ``rows`` rows (the process must keep running)."""
+    deadline = time.monotonic() + limit_s
+    while len(history_rows(folder)) < rows:
+        assert process.poll() is None, (folder / "stage.log").read_text()[-3000:]
+        assert time.monotonic() < deadline, "training made no progress"
+        time.sleep(0.2)

@@ -1,4 +1,4 @@
-"""A real ``mlflow server`` process on 127.0.0.1 for tests (start, wait for /health, stop)."""
+"""Real tracking servers for tests: an `mlflow server` process, and a hung one (a black hole)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from dataclasses import dataclass
@@ -82,3 +83,38 @@ def stop(process: subprocess.Popen) -> None:
         return
     except subprocess.TimeoutExpired:
         os.killpg(process.pid, signal.SIGKILL)
+
+
+class BlackHole:
+    """A hung tracking server: it accepts TCP connections on 127.0.0.1 and never answers.
+
+    A closed port fails a request at once; this one makes every request wait for its timeout.
+    """
+
+    def __init__(self) -> None:
+        self._listener = socket.create_server(("127.0.0.1", 0), backlog=128)
+        self.url = f"http://127.0.0.1:{self._listener.getsockname()[1]}"
+        self.accepted = 0
+        self._held: list[socket.socket] = []
+        self._thread = threading.Thread(target=self._accept, daemon=True)
+        self._thread.start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                connection, _ = self._listener.accept()
+            except OSError:  # closed
+                return
+            self.accepted += 1
+            self._held.append(connection)  # read nothing, answer nothing, keep it open
+
+    def close(self) -> None:
+        self._listener.close()
+        for connection in self._held:
+            connection.close()
+
+    def __enter__(self) -> BlackHole:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -11,16 +11,13 @@ import json
 import os
 import random
 import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import mlflow_server
 import numpy as np
 import pytest
 import torch
-from helpers import ROOT, write_params
+from helpers import finish_train, history_rows, start_train, train_env, wait_rows
 
 from e2fgvi import tracking
 from e2fgvi.config import load_params
@@ -28,65 +25,15 @@ from e2fgvi.cost.forecast import StepSample, forecast
 from e2fgvi.cost.summary import summarise
 from e2fgvi.measure.record import read_record
 from e2fgvi.model import InpaintGenerator, load_generator_state
+from e2fgvi.tracking.spool import read_records
 
 pytestmark = pytest.mark.slow
 
-TINY = {
-    "train__num_local_frames": 2,
-    "train__num_ref_frames": 1,
-    "train__log_every": 1,
-    "train__image_every": 2,
-    "train__checkpoint_every": 2,
-    "train__deterministic": True,
-    "cost__warmup_steps": 1,
-    "tracking__experiment": "test-train",
-    "tracking__retry_interval_s": 0.0,
-}
 LOSSES = ("loss/hole", "loss/valid", "loss/flow", "loss/adversarial", "loss/discriminator")
 
-
-def _command(data: Path) -> list[str]:
-    return [sys.executable, "-m", "e2fgvi.stages.train", "--data", str(data),
-            "--spynet", "spynet.pth", "--checkpoints", "run/checkpoints",
-            "--generator", "run/generator.pth", "--cost-record", "run/cost_raw.json",
-            "--run-record", "run/mlflow_run.json", "--params-used", "run/params_used.json",
-            "--mlruns", "mlruns", "--metrics", "train.json",
-            "--plots", "train_loss.csv"]  # fmt: skip
-
-
-def _env(**extra: str) -> dict[str, str]:
-    path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "PATH": path, **extra}
-    env.pop("MLFLOW_TRACKING_URI", None)
-    return {**env, **extra}
-
-
-def _train(folder: Path, data: Path, env: dict | None = None, **overrides) -> subprocess.Popen:
-    write_params(folder, **{**TINY, **overrides})
-    log = (folder / "stage.log").open("a")
-    return subprocess.Popen(_command(data), cwd=folder, env=env or _env(), stdout=log,
-                            stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
-
-
-def _finish(process: subprocess.Popen, folder: Path, timeout: float = 600) -> None:
-    code = process.wait(timeout=timeout)
-    assert code == 0, (folder / "stage.log").read_text()[-3000:]
-
-
-def _history(folder: Path) -> list[dict[str, str]]:
-    found = list((folder / "run" / "checkpoints").glob("*/history.csv"))
-    if not found:
-        return []
-    with found[0].open(newline="") as handle:
-        return list(csv.DictReader(handle))
-
-
-def _wait_rows(folder: Path, rows: int, process: subprocess.Popen, limit_s: float = 600) -> None:
-    deadline = time.monotonic() + limit_s
-    while len(_history(folder)) < rows:
-        assert process.poll() is None, (folder / "stage.log").read_text()[-3000:]
-        assert time.monotonic() < deadline, "training made no progress"
-        time.sleep(0.2)
+# The shared train-stage process functions, under this module's earlier names.
+_env, _train, _finish = train_env, start_train, finish_train
+_history, _wait_rows = history_rows, wait_rows
 
 
 def _losses(rows: list[dict[str, str]]) -> list[tuple[str, ...]]:
@@ -127,8 +74,10 @@ def test_stage_outputs_weights_metrics_and_the_mlflow_run(full_run):
     assert [value for _, value in history] == pytest.approx([float(r["loss/hole"]) for r in rows])
     artifacts = tracking.list_artifacts(ref["uri"], run.run_id)
     assert {"checkpoints", "samples", "history"} <= set(artifacts)
+    # The store keeps the newest checkpoint (to resume elsewhere) and the final weights.
     assert tracking.list_artifacts(ref["uri"], run.run_id, "checkpoints") == [
-        "checkpoints/latest.pth"
+        "checkpoints/generator.pth",
+        "checkpoints/latest.pth",
     ]
 
 
@@ -201,7 +150,9 @@ def test_mlflow_server_going_away_mid_run_loses_nothing(tmp_path, sample_dataset
     server = mlflow_server.start(uri, store / "artifacts", tmp_path / "server2.log", port=port)
     try:
         logger = tracking.attach(server.url, ref["run_id"], Path(ref["spool"]))
-        assert logger.run_id == ref["run_id"] and not Path(ref["spool"]).exists()
+        assert logger.close() and logger.run_id == ref["run_id"]
+        header, spooled = read_records(Path(ref["spool"]))  # sent: only the header is left
+        assert spooled == [] and header["run_id"] == ref["run_id"]
         history = tracking.metric_history(server.url, ref["run_id"], "loss/generator")
         artifacts = tracking.list_artifacts(server.url, ref["run_id"])
         status = tracking.search_runs(server.url, ["test-train"])[0].status

@@ -223,3 +223,52 @@ def test_a_user_error_raised_in_a_dataloader_worker_stays_one_line(tmp_path):
         next(iter(DataLoader(Broken(), num_workers=1)))
     assert "\n" in str(caught.value)  # torch attaches the worker's traceback
     assert one_line(caught.value) == "clip.zip: member 00003.jpg is corrupt; re-run prepare"
+
+
+CPU_WORLD = World(0, 0, 1, torch.device("cpu"))
+
+
+def _variant(params: Params, variant: str) -> Params:
+    """``params`` with ``model.variant`` and a random SPyNet init (no weight file needed)."""
+    model = params.model.model_copy(update={"variant": variant, "spynet_init": "random"})
+    return params.model_copy(update={"model": model})
+
+
+def test_resuming_the_other_variants_or_a_foreign_checkpoint_is_one_line(tmp_path, params):
+    """A checkpoint the configuration's networks cannot take: one line naming file and fix.
+
+    The folder is per configuration, so a user gets here by copying a checkpoint in, by
+    placing a released generator there, or with train.resume_any_code after model code
+    changed a layer.
+    """
+    from e2fgvi.train import nets as netlib
+
+    nets = netlib.build_nets(_variant(params, "e2fgvi_hq"), None, CPU_WORLD)
+    plain = netlib.build_nets(_variant(params, "e2fgvi"), None, CPU_WORLD)
+
+    def refused(state: dict, name: str) -> str:
+        folder = tmp_path / name
+        folder.mkdir()
+        path = folder / "ckpt_0000002.pth"
+        torch.save({"format": checkpoint.CHECKPOINT_FORMAT, "step": 2, **state}, path)
+        with pytest.raises(UserError) as info:
+            netlib.resume(nets, folder)
+        message = str(info.value)
+        assert "\n" not in message and message.startswith(f"{path}: "), message
+        assert f"move it out of {folder}" in message, message
+        return message
+
+    own = {**netlib.state_dict(nets), "rng": checkpoint.rng_state(), "meta": {}}
+    other = refused({**netlib.state_dict(plain), "rng": own["rng"], "meta": {}}, "variant")
+    assert "model.variant e2fgvi" in other and "trains e2fgvi_hq" in other, other
+    key = "encoder.layers.0.weight"
+    layer = {**own["generator"], key: own["generator"][key][:, :1]}
+    assert f"wrong shapes for {key}" in refused({**own, "generator": layer}, "layer")
+    groups = {**own["gen_optimizer"], "param_groups": own["gen_optimizer"]["param_groups"][:1]}
+    assert "cannot be resumed" in refused({**own, "gen_optimizer": groups}, "optimizer")
+    released = tmp_path / "released"
+    released.mkdir()
+    torch.save(netlib.unwrap(nets.generator).state_dict(), released / "ckpt_0000010.pth")
+    with pytest.raises(UserError, match="not an e2fgvi-repro training checkpoint") as info:
+        netlib.resume(nets, released)
+    assert f"move it out of {released}" in str(info.value) and "\n" not in str(info.value)

@@ -17,7 +17,7 @@ from e2fgvi.config import load_params
 from e2fgvi.entry import run_module
 from e2fgvi.train.distributed import torchrun_command, under_torchrun
 from e2fgvi.train.loop import train
-from e2fgvi.train.session import TrainPaths
+from e2fgvi.train.session import TrainPaths, sigterm_interrupts
 
 log = logging.getLogger("e2fgvi.stages.train")
 
@@ -69,7 +69,8 @@ def run(args: argparse.Namespace) -> None:
         params_used=args.params_used,
         mlruns=args.mlruns,
     )
-    figures = train(params, paths)
+    with sigterm_interrupts():  # a SIGTERM ends the MLflow run KILLED, as Ctrl-C does
+        figures = train(params, paths)
     if figures is None:  # not rank 0
         return
     write_json(args.metrics, figures)

@@ -1,7 +1,8 @@
-"""One buffered record to MLflow: every tag, param, metric, artifact and run end goes through here.
+"""Buffered records to MLflow: every tag, param, metric, artifact and run status goes through here.
 
 A record is a JSON-able dict with an ``op``: ``tags``, ``params``, ``metrics`` (with ``step``
-and ``ts``), ``artifact`` (a snapshot ``path`` and target ``dir``) or ``end`` (``status``).
+and ``ts``), ``artifact`` (a snapshot ``path`` and target ``dir``), ``end`` (``status``) or
+``running`` (a resumed run is running again).
 """
 
 from __future__ import annotations
@@ -21,6 +22,23 @@ log = logging.getLogger(__name__)
 # Error codes of a server that refuses a record for what it is; resending it cannot help.
 _REJECTED = {"INVALID_PARAMETER_VALUE", "RESOURCE_ALREADY_EXISTS", "BAD_REQUEST"}
 
+# MLflow's limit on the metrics of one log_batch request.
+BATCH_METRICS = 1000
+
+
+def batch(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The records at the head of ``records`` that go in one request (consecutive metrics)."""
+    if not records or records[0]["op"] != "metrics":
+        return records[:1]
+    count = 0
+    for end, record in enumerate(records):
+        if record["op"] != "metrics":
+            return records[:end]
+        count += len(record["values"])
+        if end and count > BATCH_METRICS:
+            return records[:end]
+    return list(records)
+
 
 @contextmanager
 def rejected_dropped(record: dict[str, Any]) -> Iterator[None]:
@@ -38,13 +56,16 @@ def rejected_dropped(record: dict[str, Any]) -> Iterator[None]:
         log.error("MLflow rejected a %s record: %s", record["op"], exc.message.splitlines()[0])
 
 
-def send(mlflow: MlflowClient, run_id: str, record: dict[str, Any]) -> None:
-    """Write one record to run ``run_id``."""
+def send(mlflow: MlflowClient, run_id: str, records: list[dict[str, Any]]) -> None:
+    """Write one record, or one ``batch`` of metrics records, to run ``run_id``."""
     from mlflow.entities import Metric, Param, RunTag
 
+    record = records[0]
     op = record["op"]
     if op == "metrics":
-        metrics = [Metric(k, v, record["ts"], record["step"]) for k, v in record["values"].items()]
+        metrics = [
+            Metric(k, v, r["ts"], r["step"]) for r in records for k, v in r["values"].items()
+        ]
         mlflow.log_batch(run_id, metrics=metrics)
     elif op == "params":
         existing = mlflow.get_run(run_id).data.params
@@ -56,6 +77,8 @@ def send(mlflow: MlflowClient, run_id: str, record: dict[str, Any]) -> None:
         _send_artifact(mlflow, run_id, record)
     elif op == "end":
         mlflow.set_terminated(run_id, record["status"])
+    elif op == "running":
+        mlflow.update_run(run_id, status="RUNNING")
 
 
 def _send_artifact(mlflow: MlflowClient, run_id: str, record: dict[str, Any]) -> None:

@@ -22,10 +22,12 @@ def tracking_uri(store_dir: str | Path) -> str:
     return f"sqlite:///{store / 'mlflow.db'}"
 
 
-def read_run_reference(path: Path) -> tuple[str, str | None, Path | None]:
+def read_run_reference(path: Path) -> tuple[str | None, str | None, Path | None]:
     """(run id, recorded URI, spool file) from the train stage's ``mlflow_run.json``.
 
-    A missing or broken file is one line naming it: later stages check it before their work.
+    The run id is None when the server was away for the whole train stage: the run's spool
+    then holds its records and names the run once a later stage has sent them. A missing or
+    broken file is one line naming it: later stages check it before their work.
     """
     try:
         raw = json.loads(Path(path).read_text(encoding="utf-8"))
@@ -33,10 +35,15 @@ def read_run_reference(path: Path) -> tuple[str, str | None, Path | None]:
         raise UserError(f"{path}: not found; run the train stage first (dvc repro train)") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise UserError(f"{path}: not valid JSON ({exc}); rerun the train stage") from None
-    if not isinstance(raw, dict) or not raw.get("run_id"):
-        raise UserError(f"{path}: no 'run_id'; rerun the train stage")
-    spool = raw.get("spool")
-    return str(raw["run_id"]), raw.get("uri"), Path(spool) if spool else None
+    if not isinstance(raw, dict) or not (raw.get("run_id") or raw.get("spool")):
+        raise UserError(f"{path}: no 'run_id' and no 'spool'; rerun the train stage")
+    spool = Path(raw["spool"]) if raw.get("spool") else None
+    if not raw.get("run_id") and not spool.exists():
+        raise UserError(
+            f"{path}: the MLflow server was away during training and the run's spool {spool} "
+            "is gone, so the run cannot be found; rerun the train stage (dvc repro -f train)"
+        )
+    return (str(raw["run_id"]) if raw.get("run_id") else None), raw.get("uri"), spool
 
 
 def stage_uri(store_dir: str | Path, recorded: str | None) -> str:

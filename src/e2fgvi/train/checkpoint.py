@@ -73,7 +73,8 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
         ) from None
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
         raise UserError(
-            f"{path}: not an e2fgvi-repro training checkpoint (format {CHECKPOINT_FORMAT})"
+            f"{path}: not an e2fgvi-repro training checkpoint (format {CHECKPOINT_FORMAT}); "
+            f"move it out of {path.parent}: training resumes only from checkpoints it wrote"
         )
     return state
 

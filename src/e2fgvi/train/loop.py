@@ -60,14 +60,20 @@ def _start(params: Params, paths: TrainPaths, world: World) -> TrainContext:
     nets = netlib.build_nets(params, paths.spynet, world)
     start, meta = netlib.resume(nets, paths.folder(params))
     session.check_resume(params, paths, world, start, meta)
-    state = session.open_session(params, paths, world, start, meta)
     meter = CostMeter(params.cost, world.device, per_rank_batch(params.train.batch_size, world))
     meter.set_conditions(**precision.speed_tags(params.train, world.device))
+    state = session.open_session(params, paths, world, start, meta)  # last: it opens the run
     return TrainContext(params, world, nets, meter, state)
 
 
 def _train(params: Params, paths: TrainPaths, world: World) -> dict[str, Any] | None:
     ctx = _start(params, paths, world)
+    with session.ending_run(ctx.session):
+        return _loop(ctx, paths)
+
+
+def _loop(ctx: TrainContext, paths: TrainPaths) -> dict[str, Any] | None:
+    params, world = ctx.params, ctx.world
     cfg, meter, start = params.train, ctx.meter, ctx.session.start
     batches = iter(make_loader(params, paths, world, start))
     averager = Averager()

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,7 +18,9 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from e2fgvi.config import Params
+from e2fgvi.errors import UserError
 from e2fgvi.model import Discriminator, build_flow_teacher, build_generator
+from e2fgvi.model.checkpoint import describe_mismatch, stored_variant
 from e2fgvi.train import checkpoint, optim, precision
 from e2fgvi.train.distributed import World
 
@@ -123,6 +125,37 @@ def load_state_dict(nets: Nets, state: dict[str, Any]) -> None:
             target.load_state_dict(state[name])
 
 
+def _fitting(nets: Nets, state: dict[str, Any], path: Path) -> None:
+    """Load checkpoint ``state``; one that does not fit these networks is one line."""
+    fix = f"move it out of {path.parent} to train afresh"
+    current = stored_variant(unwrap(nets.generator).state_dict())
+    found = stored_variant(state.get("generator"))
+    if found is not None and found != current:
+        raise UserError(
+            f"{path}: a checkpoint of model.variant {found}, but this configuration trains "
+            f"{current}; {fix}, or set model.variant: {found} to continue it"
+        )
+    for name in ("generator", "discriminator"):
+        module, saved = getattr(nets, name), state.get(name)
+        if module is None or saved is None:
+            continue
+        expected = {k: v.shape for k, v in unwrap(module).state_dict().items()}
+        mismatch = (
+            describe_mismatch(saved, expected) if isinstance(saved, Mapping) else "not a state_dict"
+        )
+        if mismatch:
+            raise UserError(
+                f"{path}: its {name} does not fit this configuration ({mismatch}); {fix}"
+            )
+    try:
+        load_state_dict(nets, state)
+    except (RuntimeError, ValueError, KeyError, TypeError) as exc:
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
+        raise UserError(
+            f"{path}: cannot be resumed by this configuration ({reason}); {fix}"
+        ) from None
+
+
 def save(nets: Nets, folder: Path, step: int, meta: dict[str, Any], keep: int) -> Path | None:
     """Checkpoint ``step`` (rank 0), refusing to write weights that hold NaN/Inf."""
     models = [unwrap(m) for m in (nets.generator, nets.discriminator) if m is not None]
@@ -139,7 +172,7 @@ def resume(nets: Nets, folder: Path) -> tuple[int, dict[str, Any]]:
     if latest is None:
         return 0, {}
     state = checkpoint.load_checkpoint(latest)
-    load_state_dict(nets, state)
+    _fitting(nets, state, latest)
     checkpoint.restore_rng_state(state["rng"])
     log.info("resuming from %s (iteration %d)", latest, state["step"])
     return state["step"], state.get("meta", {})
@@ -152,7 +185,7 @@ def rollback(nets: Nets, folder: Path, step: int) -> bool:
         log.warning("iteration %d: non-finite loss, no checkpoint to roll back to: skipped", step)
         return False
     state = checkpoint.load_checkpoint(latest)
-    load_state_dict(nets, state)
+    _fitting(nets, state, latest)
     # The schedules count iterations, and iteration ``step`` has already stepped them: bring the
     # restored ones forward again, or every later milestone would arrive late by the rollback.
     schedules = [s for s in (nets.gen_schedule, nets.dis_schedule) if s is not None]

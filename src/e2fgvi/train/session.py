@@ -4,14 +4,25 @@ A *session* is one process run of the train stage, from a fresh start or a resum
 to the last iteration (or a kill). Rank 0 keeps the MLflow run and the loss history; at every
 checkpoint every rank contributes a snapshot of its cost record, so an interrupted session's
 time and energy still count when the experiment's cost is totalled.
+
+The experiment's MLflow run is named by a key kept in the configuration's checkpoint folder
+(``mlflow_run.json``, written before the first step; the folder persists across DVC runs), so
+every session of one configuration, even after a crash before the first checkpoint, continues
+the same run. A session ends its run FINISHED, FAILED (an exception, out of memory) or KILLED
+(SIGINT, SIGTERM), with its records sent or spooled.
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
 import math
 import shutil
+import signal
 import statistics
+import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,9 +31,10 @@ import torch
 
 from e2fgvi.atomic import atomic_open, write_json
 from e2fgvi.config import Params, params_hash
-from e2fgvi.errors import UserError
+from e2fgvi.errors import UserError, one_line
 from e2fgvi.measure.meter import CostMeter
 from e2fgvi.measure.record import CostRecord, read_record, write_record
+from e2fgvi.tracking.spool import spool_path
 from e2fgvi.train import nets as netlib
 from e2fgvi.train import precision, provenance
 from e2fgvi.train.distributed import World, any_rank, barrier
@@ -57,8 +69,9 @@ class TrainPaths:
         return self.checkpoints / provenance.resume_key(params)
 
     @property
-    def spool(self) -> Path:
-        return self.run_record.with_suffix(".spool.jsonl")
+    def spool_dir(self) -> Path:
+        """One spool per MLflow run, named after its key (beside the run reference)."""
+        return self.run_record.parent / "mlflow_spool"
 
 
 @dataclass
@@ -132,6 +145,7 @@ def open_session(
     folder = paths.folder(params)
     if not world.is_main:
         return Session(folder, start, meta)
+    run_key, run_id, earlier = _run_identity(folder, meta)
     tags = {
         **provenance.environment_tags(world.device, world.size),
         **precision.speed_tags(params.train, world.device),
@@ -139,11 +153,14 @@ def open_session(
         "params_hash": params_hash(params),
         "train.iterations.current": params.train.iterations,
     }
-    run = open_run(params, paths.mlruns, paths.spool, meta.get("run_id"), tags)
+    run = open_run(params, paths.mlruns, spool_path(paths.spool_dir, run_key), run_id, tags)
+    if earlier:  # an earlier session of this configuration ended the run
+        run.set_running()
     if start:
         run.set_tags({"resumed_from": start})
     meta = {
         **meta,
+        "run_key": run_key,
         "resume_key": tags["resume_key"],
         "params_hash": tags["params_hash"],
         "git_commit": tags["git.commit"],
@@ -152,12 +169,42 @@ def open_session(
     return Session(folder, start, meta, run, History(folder / "history.csv", start))
 
 
+_IDENTITY = "mlflow_run.json"  # in the configuration's checkpoint folder
+
+
+def _run_identity(folder: Path, meta: dict) -> tuple[str, str | None, bool]:
+    """(run key, run id if known, whether an earlier session had the run) of this configuration.
+
+    Written now, before the first step, so a crash before the first checkpoint still leaves it.
+    """
+    path = folder / _IDENTITY
+    try:
+        known = json.loads(path.read_text(encoding="utf-8"))
+        run_key, run_id = str(known["run_key"]), known.get("run_id") or meta.get("run_id")
+    except (FileNotFoundError, json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError):
+        run_key, run_id = uuid.uuid4().hex, meta.get("run_id")
+        write_json(path, {"run_key": run_key, "run_id": run_id})
+        return run_key, run_id, run_id is not None
+    return run_key, run_id, True
+
+
+def _remember_run(session: Session) -> None:
+    """The run id, once MLflow has assigned it, joins the key in checkpoints and the folder."""
+    run_id = session.run.run_id
+    if run_id is None or session.meta.get("run_id") == run_id:
+        return
+    session.meta["run_id"] = run_id
+    if "run_key" in session.meta:
+        identity = {"run_key": session.meta["run_key"], "run_id": run_id}
+        write_json(session.folder / _IDENTITY, identity)
+
+
 def checkpoint(ctx: TrainContext, step: int) -> None:
     """Checkpoint (rank 0) plus every rank's cost snapshot; all ranks must call it."""
     snapshot = ctx.meter.gather(ctx.meter.record())
     session, params = ctx.session, ctx.params
     if ctx.world.is_main:
-        session.meta["run_id"] = session.run.run_id
+        _remember_run(session)
         keep = params.train.keep_checkpoints
         path = netlib.save(ctx.nets, session.folder, step, session.meta, keep)
         if path is not None:
@@ -196,8 +243,11 @@ def finish(ctx: TrainContext, paths: TrainPaths, record: CostRecord) -> dict[str
     write_record(paths.cost_record, cost_record(session, record))
     write_json(paths.params_used, params.model_dump())
     session.run.log_artifact(session.history.path, "history")
+    if params.tracking.log_checkpoints:  # the final weights, beside checkpoints/latest.pth
+        session.run.log_artifact(paths.generator, "checkpoints")
     session.run.end()
     session.run.close()
+    _remember_run(session)
     write_json(paths.run_record, run_record(session.run))
     _drop_stale_stashes(paths, session.run)
     times = session.step_times
@@ -221,7 +271,47 @@ def finish(ctx: TrainContext, paths: TrainPaths, record: CostRecord) -> dict[str
 
 def _drop_stale_stashes(paths: TrainPaths, run: Any) -> None:
     """Artifact snapshots of killed sessions (never sent, never spooled) are garbage."""
-    spooled = paths.spool.read_text() if paths.spool.exists() else ""
-    for stash in paths.spool.parent.glob("mlflow-stash-*"):
+    spooled = "".join(spool.read_text() for spool in paths.spool_dir.glob("*.jsonl"))
+    for stash in paths.spool_dir.glob("mlflow-stash-*"):
         if stash.resolve() != run.stash_dir and str(stash.resolve()) not in spooled:
             shutil.rmtree(stash, ignore_errors=True)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where training is, so the run ends KILLED like after Ctrl-C."""
+
+
+@contextlib.contextmanager
+def sigterm_interrupts() -> Iterator[None]:
+    """Within: SIGTERM (a scheduler, ``kill``, torchrun's agent) raises ``Terminated``."""
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise Terminated(f"signal {signal.Signals(signum).name}")
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+@contextlib.contextmanager
+def ending_run(session: Session) -> Iterator[None]:
+    """Around a session's training: an exception or a signal ends the run FAILED or KILLED.
+
+    Rank 0 tags the run with the cause and closes it (its records sent, or spooled).
+    """
+    try:
+        yield
+    except BaseException as exc:
+        if session.run is not None:
+            killed = isinstance(exc, KeyboardInterrupt)
+            text = one_line(exc) if isinstance(exc, UserError) else str(exc).strip()
+            cause = f"{type(exc).__name__}: {text.splitlines()[0]}" if text else type(exc).__name__
+            cause = cause[:500]
+            log.error("training stopped (%s); the MLflow run ends %s", cause,
+                      "KILLED" if killed else "FAILED")  # fmt: skip
+            session.run.set_tags({"failure": cause})
+            session.run.end("KILLED" if killed else "FAILED")
+            session.run.close()
+        raise
