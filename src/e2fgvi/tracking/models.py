@@ -48,7 +48,7 @@ class InpaintingModel(PythonModel):
         factory = getattr(importlib.import_module(module), name)
         self._inpaint = factory(context.artifacts["generator"])
 
-    def predict(self, context, model_input: dict[str, np.ndarray], params: dict | None = None):
+    def predict(self, context, model_input, params=None):
         return self._inpaint(model_input["frames"], model_input["masks"], **(params or {}))
 
 
@@ -77,6 +77,7 @@ def log_and_register(client: MlflowClient, run_id: str, record: dict[str, Any]) 
     name = record["registered_model"] or None
     with tempfile.TemporaryDirectory() as tmp, _use_tracking_uri(client.tracking_uri):
         info = Model.log(
+            artifact_path=None,
             name=MODEL_NAME,
             flavor=mlflow.pyfunc,
             run_id=run_id,
