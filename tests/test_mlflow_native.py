@@ -29,13 +29,9 @@ from e2fgvi.train.telemetry import TRAIN_SOURCE, start_system_metrics
 CPU_KEY = "system/cpu_utilization_percentage"
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("mlflow-server")
-    store = f"sqlite:///{folder / 'mlflow.db'}"
-    running = mlflow_server.start(store, folder / "artifacts", folder / "server.log")
-    yield running
-    mlflow_server.stop(running.process)
+@pytest.fixture
+def server(tracking_server):
+    return tracking_server
 
 
 def _git_repo(folder, branch):

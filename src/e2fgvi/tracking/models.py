@@ -39,6 +39,11 @@ _PACKAGE = Path(__file__).resolve().parents[1]  # the e2fgvi package
 class InpaintingModel(PythonModel):
     """pyfunc wrapper around an inpainter factory named ``"module:function"``."""
 
+    # MLflow would wrap ``predict`` for type-hint validation and warn (in every process that
+    # loads the model) that it has none; its type-hint schemas cannot name tensors, so the
+    # explicit signature (``signature``) validates the input instead.
+    _skip_type_hint_validation = True
+
     def __init__(self, loader: str) -> None:
         self.loader = loader
         self._inpaint = None
