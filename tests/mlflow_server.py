@@ -38,10 +38,14 @@ def start(store_uri: str, artifacts: Path, log: Path, port: int | None = None) -
     # The GenAI job runner (7 huey consumers) is not needed here; on 2 cores it doubles
     # start-up and shutdown time.
     env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    return launch(command, env, log, f"http://127.0.0.1:{port}")
+
+
+def launch(command: list[str], env: dict[str, str], log: Path, url: str) -> Server:
+    """Run ``command`` (an ``mlflow server`` listening at ``url``) and wait until it is healthy."""
     with log.open("w") as out:
         process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env,
                                    start_new_session=True)  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
     try:
         waited = _wait_healthy(url, process, log)
     except BaseException:

@@ -106,10 +106,10 @@ def run(args: argparse.Namespace) -> int:
     try:
         runs = tracking.search_runs(uri, args.experiment)
     except Exception as exc:  # MLflow raises its own and requests' errors for a server that is down
-        raise UserError(
-            f"{uri}: cannot read the MLflow runs ({type(exc).__name__}); start the tracking "
-            "server or fix MLFLOW_TRACKING_URI"
-        ) from None
+        reason = tracking.refusal(exc) or (
+            f"{type(exc).__name__}; start the tracking server or fix MLFLOW_TRACKING_URI"
+        )
+        raise UserError(f"{uri}: cannot read the MLflow runs: {reason}") from None
     table = rows(runs)
     # The table is this command's output, so it goes to stdout (logs go to stderr).
     sys.stdout.write(render(table, args.format))

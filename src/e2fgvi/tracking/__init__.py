@@ -14,6 +14,7 @@ Modules: ``uri`` (which store a stage logs to, the train stage's run reference),
 pyfunc model; imported only when a model record is sent, as it imports mlflow at once).
 """
 
+from e2fgvi.tracking.client import refusal
 from e2fgvi.tracking.logger import RunLogger, attach, replay_spool
 from e2fgvi.tracking.queries import (
     RunRecord,
@@ -35,6 +36,7 @@ __all__ = [
     "list_artifacts",
     "metric_history",
     "read_run_reference",
+    "refusal",
     "replay_spool",
     "run_name",
     "search_runs",

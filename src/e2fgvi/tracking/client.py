@@ -20,6 +20,18 @@ if TYPE_CHECKING:
 # are set (unless the user set them) when a client is made, never at import.
 HTTP_LIMITS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
 
+# A team server's refusals of this user, by MLflow error code, in words a user can act on.
+_REFUSED = {
+    "UNAUTHENTICATED": "authentication failed (HTTP 401): set MLFLOW_TRACKING_USERNAME and "
+    "MLFLOW_TRACKING_PASSWORD in the environment",
+    "PERMISSION_DENIED": "denied this user access (HTTP 403): ask its admin for EDIT permission",
+}
+
+
+def refusal(exc: BaseException) -> str | None:
+    """The server's refusal of this user (HTTP 401/403) in words; None for any other failure."""
+    return _REFUSED.get(getattr(exc, "error_code", ""))
+
 
 def client(uri: str) -> MlflowClient:
     """A client for ``uri`` whose requests fail within seconds when the server is away."""

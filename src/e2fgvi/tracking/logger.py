@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from e2fgvi.atomic import write_text
-from e2fgvi.tracking.client import client, ensure_experiment
+from e2fgvi.tracking.client import client, ensure_experiment, refusal
 from e2fgvi.tracking.send import rejected_dropped, send
 from e2fgvi.tracking.spool import append_records, marker_path, read_records
 
@@ -49,6 +49,7 @@ class RunLogger:
     _pending: list[dict[str, Any]] = field(default_factory=list, init=False, repr=False)
     _last_failure: float = field(default=-1e18, init=False, repr=False)
     _warned: bool = field(default=False, init=False, repr=False)
+    _refused: str | None = field(default=None, init=False, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
     _stash: Path | None = field(default=None, init=False, repr=False)
 
@@ -148,6 +149,7 @@ class RunLogger:
             except Exception as exc:  # any tracking failure must not stop training
                 del self._pending[:sent]
                 self._last_failure = time.monotonic()
+                self._refused = refusal(exc)
                 self._warn_unreachable(exc)
                 return False
             if self._warned:
@@ -169,15 +171,17 @@ class RunLogger:
                 self._stash = None
             return True
         if self.spool is None:
-            log.error("MLflow unreachable: %d record(s) could not be sent", len(self._pending))
+            reason = self._refused or "unreachable"
+            log.error("MLflow %s: %d record(s) could not be sent", reason, len(self._pending))
             return False
         with self._lock:
             header = {"run_id": self.run_id, "experiment": self.experiment,
                       "run_name": self.run_name}  # fmt: skip
             append_records(self.spool, header, self._pending)
         log.warning(
-            "MLflow unreachable: %d record(s) spooled to %s; they are sent by the next stage "
+            "MLflow %s: %d record(s) spooled to %s; they are sent by the next stage "
             "that reaches the server",
+            self._refused or "unreachable",
             len(self._pending),
             self.spool,
         )
@@ -195,9 +199,9 @@ class RunLogger:
             return
         self._warned = True
         log.warning(
-            "MLflow tracking at %s unreachable (%s); buffering %d record(s), retrying every %.0f s",
+            "MLflow tracking at %s %s; buffering %d record(s), retrying every %.0f s",
             self.uri,
-            type(exc).__name__,
+            self._refused or f"unreachable ({type(exc).__name__})",
             len(self._pending),
             self.retry_interval_s,
         )
