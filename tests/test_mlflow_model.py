@@ -19,13 +19,12 @@ from PIL import Image
 
 from e2fgvi import tracking
 from e2fgvi.config import ModelParams
-from e2fgvi.eval.inpainter import load_inpainter
+from e2fgvi.errors import UserError
+from e2fgvi.eval.inpainter import check_clip, load_inpainter
 from e2fgvi.eval.protocol import dilate_mask
 from e2fgvi.model.build import build_generator
 from e2fgvi.stages import evaluate as stage
 from e2fgvi.tracking.client import client
-
-pytestmark = pytest.mark.slow
 
 NAME = "e2fgvi-generator"  # params.yaml's tracking.registered_model
 
@@ -59,6 +58,7 @@ def evaluated(tmp_path_factory, tracking_server, repo_root):
     return root, uri, train.run_id
 
 
+@pytest.mark.slow
 def test_the_generator_is_a_registered_version_with_the_eval_metrics(evaluated):
     root, uri, run_id = evaluated
     mlflow = client(uri)
@@ -73,6 +73,7 @@ def test_the_generator_is_a_registered_version_with_the_eval_metrics(evaluated):
     assert version.source == f"models:/{output.model_id}"
 
 
+@pytest.mark.slow
 def test_the_registered_version_loads_and_inpaints_a_clip(evaluated):
     import mlflow
 
@@ -94,3 +95,17 @@ def test_the_registered_version_loads_and_inpaints_a_clip(evaluated):
     weights = mlflow.artifacts.download_artifacts(f"models:/{NAME}/1")
     direct = load_inpainter(f"{weights}/artifacts/generator.pth", "cpu")(frames, masks, 5, 10, 2)
     assert np.array_equal(out, direct)  # the model runs the bundle's own inpainting
+
+
+@pytest.mark.parametrize(
+    ("frames", "masks", "message"),
+    [
+        ((3, 60, 108), (3, 60, 108), r"frames must be \(t, h, w, 3\)"),
+        ((3, 60, 108, 3), (3, 60, 100), r"masks must be \(t, h, w\) = \(3, 60, 108\)"),
+        ((1, 60, 108, 3), (1, 60, 108), "at least 2"),
+    ],
+)
+def test_a_clip_the_model_cannot_run_is_a_one_line_error(frames, masks, message):
+    with pytest.raises(UserError, match=message) as info:
+        check_clip(np.zeros(frames, np.uint8), np.zeros(masks, np.uint8))
+    assert "\n" not in str(info.value)
