@@ -107,7 +107,12 @@ def model_record(
     """
     summary = report.summary()
     scores = {f"eval/{k}": str(summary[k]) for k in _LOGGED}
-    described = ", ".join(f"{k.upper()} {summary[k]}" for k in ("psnr", "ssim", "vfid"))
+    shown = {"psnr": "{:.2f} dB", "ssim": "{:.4f}", "vfid": "{:.4f}"}
+    described = ", ".join(
+        f"{k.upper()} " + (form.format(summary[k]) if summary[k] is not None else "not computed")
+        for k, form in shown.items()
+    )
+    videos = summary["videos"]
     return {
         "files": {name: str(path) for name, path in files.items()},
         "loader": f"{loader.__module__}:{loader.__qualname__}",
@@ -120,7 +125,7 @@ def model_record(
         "registered_model": registered_model,
         "version_tags": {**scores, **{f"eval/{k}": v for k, v in labels.items()}},
         "description": (
-            f"E2FGVI generator ({labels.get('variant', '?')}) scored on {summary['videos']} test "
-            f"videos at {labels.get('size', '?')}: {described}"
+            f"E2FGVI generator ({labels.get('variant', '?')}) scored on {videos} test "
+            f"video{'s' * (videos != 1)} at {labels.get('size', '?')}: {described}"
         ),
     }
