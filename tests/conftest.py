@@ -1,4 +1,5 @@
-"""Shared fixtures and hooks: the repository root, its params, the prepared sample, GPU skips.
+"""Shared fixtures and hooks: the repository root, its params, the prepared sample, GPU skips,
+one real MLflow tracking server for the session.
 
 Functions that tests import live in ``helpers.py``; nothing imports from this file.
 """
@@ -47,3 +48,15 @@ def sample_dataset(tmp_path_factory, params) -> Path:
         root / "raw", root / "youtube-vos", params.prepare, min_train_frames=clip_frames
     )
     return root / "youtube-vos"
+
+
+@pytest.fixture(scope="session")
+def tracking_server(tmp_path_factory):
+    """A real ``mlflow server`` (SQLite store, local artifacts) shared by the session's tests."""
+    import mlflow_server
+
+    folder = tmp_path_factory.mktemp("mlflow-server")
+    store = f"sqlite:///{folder / 'mlflow.db'}"
+    running = mlflow_server.start(store, folder / "artifacts", folder / "server.log")
+    yield running
+    mlflow_server.stop(running.process)

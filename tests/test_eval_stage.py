@@ -37,6 +37,8 @@ def workspace(tmp_path, monkeypatch, repo_root):
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.setattr(stage, "load_window_model", lambda *a: (_zero_model, "e2fgvi_hq"))
+    # No generator file here: logging it as an MLflow model is tested in test_mlflow_model.py.
+    monkeypatch.setattr(stage, "model_record", lambda *a: None)
     return tmp_path, uri, logger.run_id
 
 

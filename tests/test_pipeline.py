@@ -1,8 +1,11 @@
-"""The whole pipeline as a user runs it: `dvc repro` on the sample, then `dvc exp run -S`.
+"""The whole pipeline as a user runs it: `dvc repro` on the sample, then `dvc exp run -S`, then
+a queued sweep.
 
 The sample profile is shrunk (3 iterations, 2 local + 1 reference frames, one test video), the
 way the lightning-hydra template shrinks its real config; every stage and the MLflow run are
-the real ones.
+the real ones. The newcomer's story of issue 11 (both runs by name, with Source, Git commit,
+System metrics, the dataset and a registered model version) is checked through the MLflow
+client, on what the UI shows.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -18,6 +22,7 @@ import yaml
 from helpers import copy_repo, git_commit_all
 
 from e2fgvi import tracking
+from e2fgvi.tracking.client import client
 
 pytestmark = pytest.mark.slow
 
@@ -90,7 +95,7 @@ def test_one_mlflow_run_holds_training_evaluation_and_cost(repro):
         json.dumps(cost).count("forecast") > 0 and (copy / "reports" / "cost" / "cost.md").exists()
     )
     artifacts = set(tracking.list_artifacts(ref["uri"], run.run_id))
-    assert {"checkpoints", "samples"} <= artifacts
+    assert {"checkpoints", "images"} <= artifacts  # sample strips are stepped images
     (profiled,) = _runs(copy, "profile")
     profile = json.loads((copy / "reports" / "profile.json").read_text())
     assert profiled.metrics["cost/forecast_gpu_hours"] == pytest.approx(
@@ -98,18 +103,24 @@ def test_one_mlflow_run_holds_training_evaluation_and_cost(repro):
     )
 
 
-def test_dvc_exp_run_with_a_changed_param_is_a_new_tracked_experiment(repro):
+@pytest.fixture(scope="module")
+def experiment(repro) -> str:
+    """The newcomer's experiment after `make repro`: `dvc exp run -n try-lr -S train.lr=0.0002`."""
     copy, _ = repro
-    output = _dvc(copy, "exp", "run", "-S", "train.lr=0.0002", "-n", "lr2e-4")
+    return _dvc(copy, "exp", "run", "-n", "try-lr", "-S", "train.lr=0.0002")
+
+
+def test_dvc_exp_run_with_a_changed_param_is_a_new_tracked_experiment(repro, experiment):
+    copy, _ = repro
     for stage in ("train", "evaluate", "cost", "profile"):
-        assert f"Running stage '{stage}'" in output, stage
-    assert "Running stage 'prepare'" not in output  # data stages are untouched
+        assert f"Running stage '{stage}'" in experiment, stage
+    assert "Running stage 'prepare'" not in experiment  # data stages are untouched
     runs = _runs(copy, "train")
     assert sorted(r.params["train.lr"] for r in runs) == ["0.0001", "0.0002"]
     newest = runs[0]
     assert newest.params["train.lr"] == "0.0002" and "eval/psnr" in newest.metrics
     shown = _dvc(copy, "exp", "show", "--csv")
-    assert "lr2e-4" in shown
+    assert "try-lr" in shown
 
 
 def test_a_stage_failing_on_a_partial_params_yaml_loses_nothing(repro):
@@ -139,3 +150,71 @@ def test_a_stage_failing_on_a_partial_params_yaml_loses_nothing(repro):
     assert {path: path.read_bytes() for path in kept} == before
     status = _dvc(copy, "status")
     assert "up to date" in status, status
+
+
+def _git(copy: Path, *args: str) -> str:
+    return subprocess.run(["git", *args], cwd=copy, capture_output=True, text=True).stdout.strip()
+
+
+def _prepared_hash(copy: Path) -> str:
+    lock = yaml.safe_load((copy / "dvc.lock").read_text())
+    (frames,) = [o for o in lock["stages"]["prepare"]["outs"] if o["path"].endswith("JPEGImages")]
+    return frames["md5"]
+
+
+def test_a_newcomer_sees_both_runs_by_name_with_source_commit_system_data_and_model(
+    repro, experiment
+):
+    copy, _ = repro
+    uri = tracking.tracking_uri(copy / "mlruns")
+    mlflow = client(uri)
+    commit = _git(copy, "rev-parse", "HEAD")
+    branch = _git(copy, "rev-parse", "--abbrev-ref", "HEAD")
+    by_name = {r.run_name: r for r in _runs(copy, "train") if not r.run_name.startswith("sweep-")}
+    assert set(by_name) == {f"{branch}-{commit[:7]}", "try-lr"}  # `dvc repro`, `dvc exp run -n`
+    versions = {v.run_id: v for v in mlflow.search_model_versions("name='e2fgvi-generator'")}
+    for name, record in by_name.items():
+        run = mlflow.get_run(record.run_id)
+        tags = run.data.tags
+        assert tags["mlflow.runName"] == name
+        assert tags["mlflow.source.name"] == "src/e2fgvi/stages/train.py"  # the UI's Source
+        assert tags["mlflow.source.git.commit"] == commit and tags["mlflow.user"]
+        assert "system/cpu_utilization_percentage" in run.data.metrics  # System metrics tab
+        (data,) = run.inputs.dataset_inputs  # the UI's Datasets, with the DVC hash as digest
+        assert data.dataset.digest == _prepared_hash(copy)
+        version = versions[record.run_id]  # the registered model version from evaluate
+        assert float(version.tags["eval/psnr"]) == pytest.approx(run.data.metrics["eval/psnr"])
+        images = tracking.list_artifacts(uri, record.run_id, "images")
+        assert any(f.startswith("images/samples+step+3+") for f in images)
+    assert by_name["try-lr"].tags["dvc.exp.name"] == "try-lr"
+    assert by_name["try-lr"].tags["dvc.exp.baseline_rev"] == commit
+    assert sorted(int(v.version) for v in versions.values()) == [1, 2]
+
+
+def _queue_settled(copy: Path, limit_s: float = 900) -> str:
+    """`dvc queue status` once nothing is queued or running any more."""
+    begin = time.monotonic()
+    while time.monotonic() - begin < limit_s:
+        status = _dvc(copy, "queue", "status")
+        if "Queued" not in status and "Running" not in status:
+            return status
+        time.sleep(5)
+    pytest.fail(f"the DVC queue did not finish in {limit_s} s:\n{status}")
+
+
+def test_a_queued_sweep_gives_each_experiment_its_own_mlflow_run(repro, experiment):
+    copy, _ = repro
+    for lr in ("0.0003", "0.0004"):  # only up to `train`: the sweep is about training runs
+        _dvc(copy, "exp", "run", "--queue", "-n", f"sweep-{lr}", "-S", f"train.lr={lr}", "train")
+    _dvc(copy, "queue", "start", "-j", "1")
+    status = _queue_settled(copy)
+    assert status.count("Success") >= 2 and "Failed" not in status, status
+    # Each experiment ran in its own copy under .dvc/tmp/exps, and logged into this store.
+    swept = {r.run_name: r for r in _runs(copy, "train") if r.run_name.startswith("sweep-")}
+    assert set(swept) == {"sweep-0.0003", "sweep-0.0004"}
+    for name, run in swept.items():
+        assert run.params["train.lr"] == name.removeprefix("sweep-")
+        assert run.status == "FINISHED" and "loss/generator" in run.metrics
+        assert run.tags["dvc.exp.name"] == name
+    shown = _dvc(copy, "exp", "show", "--csv")
+    assert "sweep-0.0003" in shown and "sweep-0.0004" in shown

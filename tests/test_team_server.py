@@ -304,7 +304,7 @@ def test_stages_log_over_http_into_postgres_and_cost_compare_reads_it(team, repr
     evaluated = json.loads((copy / "reports" / "eval" / "metrics.json").read_text())
     assert run.metrics["eval/psnr"] == pytest.approx(evaluated["psnr"])
     assert [s for s, _ in tracking.metric_history(team.url, run.run_id, "loss/hole")] == [1, 2]
-    assert {"samples", "eval", "cost"} <= set(tracking.list_artifacts(team.url, run.run_id))
+    assert {"images", "eval", "cost"} <= set(tracking.list_artifacts(team.url, run.run_id))
 
     # The runs table and the metrics are rows of the PostgreSQL database.
     password = team.secrets["PGPASSWORD"]

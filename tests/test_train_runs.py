@@ -73,7 +73,7 @@ def test_stage_outputs_weights_metrics_and_the_mlflow_run(full_run):
     rows = _history(full_run)
     assert [value for _, value in history] == pytest.approx([float(r["loss/hole"]) for r in rows])
     artifacts = tracking.list_artifacts(ref["uri"], run.run_id)
-    assert {"checkpoints", "samples", "history"} <= set(artifacts)
+    assert {"checkpoints", "images", "history"} <= set(artifacts)  # strips: stepped images
     # The store keeps the newest checkpoint (to resume elsewhere) and the final weights.
     assert tracking.list_artifacts(ref["uri"], run.run_id, "checkpoints") == [
         "checkpoints/generator.pth",

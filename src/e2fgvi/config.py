@@ -208,6 +208,8 @@ class TrackingParams(_Section):
     run_name: str = ""
     log_checkpoints: bool = True
     retry_interval_s: float = Field(default=30.0, ge=0)
+    system_metrics_interval_s: float = Field(default=10.0, ge=0)
+    registered_model: str = "e2fgvi-generator"
 
 
 class Params(_Section):

@@ -214,7 +214,12 @@ class CostMeter:
         return timing
 
     def metrics_for_step(self, timing: StepTiming) -> dict[str, float]:
-        """Per-step figures for MLflow (``cost/…``), with the latest GPU sample when sampled."""
+        """Per-step timing figures for MLflow (``cost/…``).
+
+        Raw GPU samples (utilisation, memory, power) are not among them: MLflow's System metrics
+        tab carries those (``e2fgvi.tracking.system``); the meter keeps the job's own GPU's
+        energy and power statistics for the cost record.
+        """
         t0 = time.perf_counter()
         metrics = {
             "cost/step_s": timing.total_s,
@@ -223,11 +228,6 @@ class CostMeter:
         }
         if timing.total_s > 0:
             metrics["cost/clips_per_s"] = self.clips_per_step / timing.total_s
-        if self._gpu is not None:
-            latest = self._gpu.latest
-            for key in ("util_pct", "mem_used_mb", "power_w", "temp_c", "sm_clock_mhz"):
-                if latest.get(key) is not None:
-                    metrics[f"cost/gpu_{key}"] = latest[key]
         self.overhead_main_s += time.perf_counter() - t0
         return metrics
 

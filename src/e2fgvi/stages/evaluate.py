@@ -1,10 +1,15 @@
-"""DVC stage evaluate: score the trained generator on the test split like the paper."""
+"""DVC stage evaluate: score the trained generator on the test split like the paper.
+
+The scores go to the training run, and the generator goes with them as an MLflow model,
+registered under ``tracking.registered_model``.
+"""
 
 from __future__ import annotations
 
 import argparse
 import logging
 import sys
+import tempfile
 from pathlib import Path
 
 from e2fgvi.config import EvalParams, load_params, params_hash
@@ -14,7 +19,8 @@ from e2fgvi.errors import UserError
 from e2fgvi.eval.evaluate import evaluate
 from e2fgvi.eval.generator import E2FGVI_SIZE, load_window_model
 from e2fgvi.eval.i3d import load_i3d
-from e2fgvi.eval.outputs import log_to_mlflow, write_outputs
+from e2fgvi.eval.inpainter import load_inpainter
+from e2fgvi.eval.outputs import log_to_mlflow, model_record, write_example, write_outputs
 from e2fgvi.tracking import read_run_reference
 
 log = logging.getLogger("e2fgvi.stages.evaluate")
@@ -58,12 +64,16 @@ def run(args: argparse.Namespace) -> None:
         note = f"VFID skipped: I3D weights not found at {args.pretrained} (no download at run time)"
     report = evaluate(args.data, model, cfg, device=device, i3d=i3d, i3d_note=note)
     tags = {"eval/variant": variant, "eval/device": device.type, "eval/params": params_hash(cfg)}
-    files = write_outputs(
-        args.out, report, {"variant": variant, "size": f"{cfg.width}x{cfg.height}"}
-    )
+    labels = {"variant": variant, "size": f"{cfg.width}x{cfg.height}"}
+    files = write_outputs(args.out, report, labels)
     shown = {k: v for k, v in report.summary().items() if k != "vfid_note"}
     log.info("evaluation: %s; %s", shown, report.vfid_note or "VFID ok")
-    log_to_mlflow(run_info, args.mlruns, report, files, tags)
+    with tempfile.TemporaryDirectory() as tmp:  # the logger snapshots the example
+        example = write_example(args.data, Path(tmp) / "example.npz")
+        weights = {"generator": args.checkpoint, "example": example}
+        registered = params.tracking.registered_model
+        model = model_record(load_inpainter, weights, cfg, registered, report, labels)
+        log_to_mlflow(run_info, args.mlruns, report, files, tags, model)
 
 
 if __name__ == "__main__":

@@ -39,6 +39,9 @@ _PATHS = (
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     for flag, text in _PATHS:
         parser.add_argument(flag, type=Path, required=True, help=text)
+    parser.add_argument(
+        "--dvc-lock", type=Path, default=None, help="dvc.lock: the data's DVC hash for MLflow"
+    )
 
 
 def _argv(args: argparse.Namespace) -> list[str]:
@@ -46,6 +49,8 @@ def _argv(args: argparse.Namespace) -> list[str]:
     argv = ["-v"] if getattr(args, "verbose", False) else []
     for flag, _ in _PATHS:
         argv += [flag, str(getattr(args, flag[2:].replace("-", "_")))]
+    if args.dvc_lock is not None:
+        argv += ["--dvc-lock", str(args.dvc_lock)]
     return argv
 
 
@@ -68,6 +73,7 @@ def run(args: argparse.Namespace) -> None:
         run_record=args.run_record,
         params_used=args.params_used,
         mlruns=args.mlruns,
+        dvc_lock=args.dvc_lock,
     )
     with sigterm_interrupts():  # a SIGTERM ends the MLflow run KILLED, as Ctrl-C does
         figures = train(params, paths)

@@ -8,8 +8,10 @@ retried; on close, whatever is still pending is spooled to a JSON-lines file tha
 
 Modules: ``uri`` (which store a stage logs to, the train stage's run reference), ``client``
 (the MLflow client and its HTTP limits), ``send`` (one record to one MLflow call), ``spool``
-(the spool file format), ``logger`` (the buffered ``RunLogger``, replay, attach) and ``queries``
-(reading runs back).
+(the spool file format), ``logger`` (the buffered ``RunLogger``, replay, attach), ``queries``
+(reading runs back), ``source`` (run names and source tags from git and DVC), ``system``
+(MLflow's system metrics through the logger) and ``models`` (the generator as a registered
+pyfunc model; imported only when a model record is sent, as it imports mlflow at once).
 """
 
 from e2fgvi.tracking.client import refusal
@@ -21,11 +23,14 @@ from e2fgvi.tracking.queries import (
     metric_history,
     search_runs,
 )
-from e2fgvi.tracking.uri import read_run_reference, stage_uri, tracking_uri
+from e2fgvi.tracking.source import run_name, source_tags
+from e2fgvi.tracking.system import SystemMetrics
+from e2fgvi.tracking.uri import read_run_reference, stage_uri, store_dir, tracking_uri
 
 __all__ = [
     "RunLogger",
     "RunRecord",
+    "SystemMetrics",
     "attach",
     "experiment_id",
     "list_artifacts",
@@ -33,7 +38,10 @@ __all__ = [
     "read_run_reference",
     "refusal",
     "replay_spool",
+    "run_name",
     "search_runs",
+    "source_tags",
     "stage_uri",
+    "store_dir",
     "tracking_uri",
 ]

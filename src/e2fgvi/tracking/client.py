@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from e2fgvi.tracking.uri import is_remote
+from e2fgvi.tracking.uri import is_remote, store_dir
 
 if TYPE_CHECKING:
     from mlflow.tracking import MlflowClient
@@ -50,5 +50,5 @@ def ensure_experiment(mlflow: MlflowClient, name: str, artifact_root: Path | Non
     # A local artifact folder only makes sense beside a local store; a tracking server keeps
     # (or proxies) the artifacts of the experiments it creates.
     local = not is_remote(uri) and artifact_root is not None
-    location = (artifact_root.resolve() / name).as_uri() if local else None
+    location = (store_dir(artifact_root) / name).as_uri() if local else None
     return mlflow.create_experiment(name, artifact_location=location)

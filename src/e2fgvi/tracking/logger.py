@@ -157,6 +157,28 @@ class RunLogger:
         """Mark the run running again (a new session of a run that had ended)."""
         self._queue({"op": "running"})
 
+    def log_image(self, path: str | Path, key: str, step: int) -> None:
+        """A PNG as a stepped image ``key`` (the UI's image grid, with a step slider).
+
+        Snapshotted now, like ``log_artifact``.
+        """
+        kept = self._keep(Path(path))
+        now = int(time.time() * 1000)
+        self._queue({"op": "image", "path": str(kept), "key": key, "step": int(step),
+                     "ts": now, "stashed": True})  # fmt: skip
+
+    def log_dataset(self, dataset: dict[str, str], context: str) -> None:
+        """A run input: ``dataset`` holds name, digest, source_type, source (and profile)."""
+        self._queue({"op": "dataset", "dataset": dataset, "context": context})
+
+    def log_model(self, model: dict[str, Any]) -> None:
+        """A model to log to the run and register (see ``e2fgvi.tracking.models``).
+
+        ``model["files"]`` (a dict of name -> path) are snapshotted now, like ``log_artifact``.
+        """
+        files = {name: str(self._keep(Path(path))) for name, path in model["files"].items()}
+        self._queue({"op": "model", **model, "files": files, "stashed": True})
+
     def end(self, status: str = "FINISHED") -> None:
         self._queue({"op": "end", "status": status})
 

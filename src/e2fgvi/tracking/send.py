@@ -1,8 +1,10 @@
 """Buffered records to MLflow: every tag, param, metric, artifact and run status goes through here.
 
 A record is a JSON-able dict with an ``op``: ``tags``, ``params``, ``metrics`` (with ``step``
-and ``ts``), ``artifact`` (a snapshot ``path`` and target ``dir``), ``end`` (``status``) or
-``running`` (a resumed run is running again).
+and ``ts``), ``artifact`` (a snapshot ``path`` and target ``dir``), ``end`` (``status``),
+``running`` (a resumed run is running again), ``image`` (a snapshot PNG ``path``, ``key``,
+``step``, ``ts``), ``dataset`` (a run input: ``dataset`` fields and ``context``) or ``model``
+(see ``e2fgvi.tracking.models``).
 """
 
 from __future__ import annotations
@@ -79,6 +81,39 @@ def send(mlflow: MlflowClient, run_id: str, records: list[dict[str, Any]]) -> No
         mlflow.set_terminated(run_id, record["status"])
     elif op == "running":
         mlflow.update_run(run_id, status="RUNNING")
+    elif op == "image":
+        _send_image(mlflow, run_id, record)
+    elif op == "dataset":
+        _send_dataset(mlflow, run_id, record)
+    elif op == "model":
+        from e2fgvi.tracking.models import log_and_register
+
+        log_and_register(mlflow, run_id, record)
+        for kept in record["files"].values():
+            shutil.rmtree(Path(kept).parent, ignore_errors=True)
+
+
+def _send_image(mlflow: MlflowClient, run_id: str, record: dict[str, Any]) -> None:
+    from PIL import Image
+
+    path = Path(record["path"])
+    if not path.exists():
+        log.warning("image %s vanished before it could be logged; skipped", path)
+        return
+    with Image.open(path) as image:
+        image.load()
+        mlflow.log_image(run_id, image, key=record["key"], step=record["step"],
+                         timestamp=record["ts"], synchronous=True)  # fmt: skip
+    shutil.rmtree(path.parent, ignore_errors=True)
+
+
+def _send_dataset(mlflow: MlflowClient, run_id: str, record: dict[str, Any]) -> None:
+    from mlflow.entities import Dataset, DatasetInput, InputTag
+    from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
+
+    dataset = Dataset(**record["dataset"])
+    tags = [InputTag(MLFLOW_DATASET_CONTEXT, record["context"])]
+    mlflow.log_inputs(run_id, datasets=[DatasetInput(dataset, tags)])
 
 
 def _send_artifact(mlflow: MlflowClient, run_id: str, record: dict[str, Any]) -> None:

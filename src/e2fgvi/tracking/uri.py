@@ -12,12 +12,26 @@ from e2fgvi.errors import UserError
 log = logging.getLogger(__name__)
 
 
-def tracking_uri(store_dir: str | Path) -> str:
-    """``MLFLOW_TRACKING_URI`` if set, else SQLite at ``<store_dir>/mlflow.db``."""
+def store_dir(folder: str | Path) -> Path:
+    """The local MLflow store folder, absolute; a relative one is the DVC project's.
+
+    A queued or ``--temp`` DVC experiment runs in a copy under ``.dvc/tmp/exps``; DVC then
+    points ``DVC_ROOT`` at the project itself, so every experiment's run lands in one store
+    (the one ``make ui`` shows) instead of a copy that is deleted afterwards.
+    """
+    folder = Path(folder)
+    root = os.environ.get("DVC_ROOT", "").strip()
+    if root and not folder.is_absolute():
+        folder = Path(root) / folder
+    return folder.resolve()
+
+
+def tracking_uri(folder: str | Path) -> str:
+    """``MLFLOW_TRACKING_URI`` if set, else SQLite at ``<folder>/mlflow.db`` (see ``store_dir``)."""
     env = os.environ.get("MLFLOW_TRACKING_URI", "").strip()
     if env:
         return env
-    store = Path(store_dir).resolve()
+    store = store_dir(folder)
     store.mkdir(parents=True, exist_ok=True)
     return f"sqlite:///{store / 'mlflow.db'}"
 

@@ -12,6 +12,7 @@ import os
 import shutil
 import sys
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -107,3 +108,17 @@ def any_rank(flag: bool, world: World) -> bool:
 def barrier(world: World) -> None:
     if world.distributed:
         dist.barrier()
+
+
+def broadcast_object(value: Any, world: World) -> Any:
+    """Rank 0's ``value`` (picklable) on every rank (all ranks must call it)."""
+    if not world.distributed:
+        return value
+    box = [value]
+    dist.broadcast_object_list(box, src=0, device=world.device)
+    return box[0]
+
+
+def node_rank() -> int:
+    """This node's index (torchrun's ``GROUP_RANK``)."""
+    return int(os.environ.get("GROUP_RANK", "0"))

@@ -25,7 +25,7 @@ from e2fgvi.train.distributed import World, close_world, init_world, per_rank_ba
 from e2fgvi.train.images import write_strip
 from e2fgvi.train.session import TrainContext, TrainPaths
 from e2fgvi.train.steps import Clips, StepResult
-from e2fgvi.train.telemetry import Averager
+from e2fgvi.train.telemetry import Averager, log_training_data, start_system_metrics
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +63,8 @@ def _start(params: Params, paths: TrainPaths, world: World) -> TrainContext:
     meter = CostMeter(params.cost, world.device, per_rank_batch(params.train.batch_size, world))
     meter.set_conditions(**precision.speed_tags(params.train, world.device))
     state = session.open_session(params, paths, world, start, meta)  # last: it opens the run
+    if world.is_main:
+        log_training_data(state.run, paths.dvc_lock, paths.frames.parent, params.data)
     return TrainContext(params, world, nets, meter, state)
 
 
@@ -80,6 +82,7 @@ def _loop(ctx: TrainContext, paths: TrainPaths) -> dict[str, Any] | None:
     bar = tqdm(total=cfg.iterations, initial=start, desc="train", unit="it",
                disable=not world.is_main, dynamic_ncols=True)  # fmt: skip
     meter.start()
+    system = start_system_metrics(ctx.session.run, params, world, resumed=start > 0)
     for step in range(start + 1, cfg.iterations + 1):
         with meter.data_wait():
             clips = _to_device(next(batches), ctx)
@@ -97,10 +100,12 @@ def _loop(ctx: TrainContext, paths: TrainPaths) -> dict[str, Any] | None:
         if world.is_main and step % cfg.image_every == 0:
             strip = ctx.session.folder / "samples" / f"step_{step:07d}.png"
             write_strip(strip, clips.frames, clips.masks, result.comp)
-            ctx.session.run.log_artifact(strip, "samples")
+            ctx.session.run.log_image(strip, key="samples", step=step)
         if step % cfg.checkpoint_every == 0 or step == cfg.iterations:
             session.checkpoint(ctx, step)
     bar.close()
+    if system is not None:
+        system.stop()
     record = meter.gather(meter.stop())
     if not world.is_main:
         return None

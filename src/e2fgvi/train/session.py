@@ -63,6 +63,7 @@ class TrainPaths:
     run_record: Path  # data/run/mlflow_run.json (its spool sits beside it)
     params_used: Path  # data/run/params_used.json
     mlruns: Path  # MLflow store
+    dvc_lock: Path | None = None  # dvc.lock, for the run's dataset input (None: not logged)
 
     def folder(self, params: Params) -> Path:
         """One folder per training configuration, so a changed config never resumes another."""

@@ -1,4 +1,8 @@
-"""What training reports: loss averages, the resumable loss history, and the MLflow run."""
+"""What training reports: loss averages, the resumable loss history, and the MLflow run.
+
+The run gets a name and source tags (``e2fgvi.tracking.source``), the prepared data set as its
+input, MLflow's system metrics while training, and sample strips as stepped images.
+"""
 
 from __future__ import annotations
 
@@ -12,9 +16,14 @@ from torch import Tensor
 
 from e2fgvi import tracking
 from e2fgvi.atomic import write_text
-from e2fgvi.config import Params, flatten
+from e2fgvi.config import DataParams, Params, flatten
+from e2fgvi.data.lineage import prepared_dataset
+from e2fgvi.train.distributed import World, broadcast_object, node_rank
 
 log = logging.getLogger(__name__)
+
+# The run's Source in the MLflow UI (``mlflow.source.name``): the train stage's entry point.
+TRAIN_SOURCE = "src/e2fgvi/stages/train.py"
 
 
 class Averager:
@@ -83,11 +92,13 @@ def open_run(
         run_id,
         spool,
         experiment=params.tracking.experiment,
-        run_name=params.tracking.run_name,
+        run_name=tracking.run_name(params.tracking.run_name),
         artifact_root=mlruns,
         retry_interval_s=params.tracking.retry_interval_s,
     )
     if logger.run_id is None:
+        # A resumed run keeps the source it started from.
+        logger.set_tags(tracking.source_tags(TRAIN_SOURCE))
         logger.log_params(flatten(params))
     logger.set_tags(tags)
     return logger
@@ -109,3 +120,41 @@ def log_checkpoint(logger: tracking.RunLogger, path: Path, enabled: bool) -> Non
         return
     # The logger snapshots the file (hard link, else copy) under the new name.
     logger.log_artifact(path, "checkpoints", name="latest.pth")
+
+
+def log_training_data(
+    run: tracking.RunLogger, lock: Path | None, root: Path, data: DataParams
+) -> None:
+    """The prepared data set (DVC hash from ``lock``) as the run's training input."""
+    dataset = prepared_dataset(lock, root, data) if lock is not None else None
+    if dataset is not None:
+        run.log_dataset(dataset, context="training")
+
+
+def start_system_metrics(
+    run: tracking.RunLogger | None, params: Params, world: World, resumed: bool
+) -> tracking.SystemMetrics | None:
+    """MLflow's system metrics for this node, sampled by its local rank 0 (all ranks call it).
+
+    Under multi-node training every node logs into rank 0's run under its own node id
+    (``system/node_<n>/…``); a node other than rank 0's needs the run to exist at start.
+    """
+    interval = params.tracking.system_metrics_interval_s
+    if interval <= 0:
+        return None
+    several = params.train.nnodes > 1
+    target = (run.run_id, run.uri) if run is not None else None
+    if several:
+        target = broadcast_object(target, world)
+    if world.local_rank != 0:
+        return None
+    if run is None:
+        if target is None or target[0] is None:
+            log.info("system metrics of this node not logged: rank 0 had no MLflow run at start")
+            return None
+        run = tracking.RunLogger(uri=target[1], run_id=target[0])
+    node = f"node_{node_rank()}" if several else None
+    own = not world.is_main  # a node's own logger, closed when sampling stops
+    monitor = tracking.SystemMetrics(run, interval, node, resume=resumed, own_logger=own)
+    monitor.start()
+    return monitor
