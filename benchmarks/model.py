@@ -5,7 +5,7 @@
 
 FLOPs come from torch.utils.flop_counter.FlopCounterMode (2 FLOPs per multiply-accumulate).
 torchvision's deform_conv2d is not counted there, so its MACs are added from the call shapes
-(c_out * c_in * 3 * 3 per output pixel), as reference §5.2 does. The paper's "682G" matches
+(c_out * c_in * 3 * 3 per output pixel), as official-e2fgvi.md §5.2 does. The paper's "682G" matches
 MACs of one 8-frame clip at 432x240.
 """
 

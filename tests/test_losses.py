@@ -1,4 +1,4 @@
-"""The training losses (reference §4) against explicit computations."""
+"""The training losses (docs/official-e2fgvi.md §4) against explicit computations."""
 
 from __future__ import annotations
 

@@ -70,7 +70,7 @@ def test_rejects_empty_sequence():
 
 
 def test_statistics_match_the_official_generator():
-    """300 masks of 50 frames at 240×432 against the official figures (reference §2.4).
+    """300 masks of 50 frames at 240×432 against the official figures (official-e2fgvi.md §2.4).
 
     Official (Matplotlib pipeline, our measurement on 3,000 samples): hole share mean 7.7 %
     (reference: 7.2 % on 300), median 6.9 %; 50 % moving; centroid speed 3.0 px/frame at 50 frames.

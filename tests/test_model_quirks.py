@@ -1,4 +1,4 @@
-"""Independent checks of the official implementation's quirks (reference §3, §9)."""
+"""Independent checks of the official implementation's quirks (docs/official-e2fgvi.md §3, §9)."""
 
 from __future__ import annotations
 

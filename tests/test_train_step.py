@@ -63,8 +63,8 @@ def test_one_generator_and_discriminator_step_on_the_sample(tiny, sample_dataset
         assert torch.isfinite(result.values[key]), key
     changed_g = [k for k, v in nets.generator.state_dict().items() if not torch.equal(v, g0[k])]
     changed_d = [k for k, v in nets.discriminator.state_dict().items() if not torch.equal(v, d0[k])]
-    # The zero-initialised last offset conv (reference §3.8) blocks the gradient to the offset
-    # layers before it at the first step; every other generator parameter must move.
+    # The zero-initialised last offset conv (official-e2fgvi.md §3.8) blocks the gradient to the
+    # offset layers before it at the first step; every other generator parameter must move.
     blocked = {f"conv_offset.{i}." for i in (0, 2, 4)}
     trainable = [
         n for n, _ in nets.generator.named_parameters() if not any(b in n for b in blocked)

@@ -1,8 +1,9 @@
 """Typed, frozen configuration: the only reader of params.yaml.
 
 Each section mirrors one block of params.yaml and is handed only to the code that consumes it.
-The Python defaults are the official E2FGVI recipe (reference §1.1); params.yaml holds the small
-sample profile and params.official.yaml the official recipe, both with every key written out.
+The Python defaults are the official E2FGVI recipe (docs/official-e2fgvi.md §1.1); params.yaml
+holds the small sample profile and params.official.yaml the official recipe, both with every
+key written out.
 Unknown keys and wrong types fail at load time with the key path and the file name.
 """
 
@@ -97,7 +98,7 @@ class PrepareParams(_Section):
 
 
 class MaskParams(_Section):
-    """Random free-form moving masks (reference §2.4) and the fixed evaluation masks."""
+    """Random free-form moving masks (official-e2fgvi.md §2.4) and the fixed evaluation masks."""
 
     width: int = Field(default=432, gt=0)
     height: int = Field(default=240, gt=0)

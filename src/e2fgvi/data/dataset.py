@@ -1,4 +1,4 @@
-"""Training clips of YouTube-VOS (reference §2.3): 5 local + 3 reference frames with moving masks.
+"""Training clips of YouTube-VOS (docs/official-e2fgvi.md §2.3): 5 local + 3 reference frames with moving masks.
 
 Every random choice of sample ``i`` comes from ``numpy.random.default_rng([seed, i])``, and the
 video order of each pass from ``default_rng([seed, pass])``; sample ``i`` is therefore the same

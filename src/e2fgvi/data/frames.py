@@ -1,5 +1,5 @@
 """Frames shared by prepare and training: JPEG decoding, the official resize, per-video zips and
-the JSON index (reference §2.1)."""
+the JSON index (docs/official-e2fgvi.md §2.1)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Random free-form moving masks, a pure seeded re-implementation of E2FGVI's training masks.
 
-The official ``create_random_shape_with_random_motion`` (reference §2.4) draws a random closed
+The official ``create_random_shape_with_random_motion`` (docs/official-e2fgvi.md §2.4) draws a random closed
 Bézier shape with Matplotlib, reads the canvas back and moves the shape with a random walk. This
 module rasterises the same shape with ``cv2.fillPoly`` (no Matplotlib) and reproduces the geometry
 that Matplotlib's default figure imposes, so the hole-area distribution matches the official one
@@ -110,7 +110,7 @@ def _trajectory(
     limits: tuple[int, int],
     cfg: MaskParams,
 ) -> list[tuple[int, int]]:
-    """Top-left (row, col) per frame of the official random walk (reference §2.4)."""
+    """Top-left (row, col) per frame of the official random walk (docs/official-e2fgvi.md §2.4)."""
     low, high = cfg.initial_speed_range
     speed = low + (high - low) * rng.random()
     angle = rng.uniform(0.0, 2.0 * math.pi)

@@ -1,4 +1,4 @@
-"""Release archives -> the layout the E2FGVI trainer reads (reference §2.1).
+"""Release archives -> the layout the E2FGVI trainer reads (docs/official-e2fgvi.md §2.1).
 
 Writes ``JPEGImages/<video>.zip`` (frames at the zip root, sorted) for train and test videos alike,
 plus ``train.json`` / ``test.json`` (video id -> frame count). Frames are streamed from the release

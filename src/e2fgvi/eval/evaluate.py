@@ -1,4 +1,4 @@
-"""Score a generator on the prepared test split with the paper's protocol (reference §5.1).
+"""Score a generator on the prepared test split with the paper's protocol (official-e2fgvi.md §5.1).
 
 PSNR and SSIM are averaged over every frame of every video (frame-weighted). VFID compares I3D
 features of the whole ground-truth and completed clips across videos; with few videos its

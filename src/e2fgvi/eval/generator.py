@@ -1,7 +1,7 @@
 """Turn a generator checkpoint into the ``WindowModel`` the evaluation protocol calls.
 
 E2FGVI only runs at 240x432; E2FGVI-HQ runs at any size after the official mirror padding to
-multiples of 60x108, with the output cropped back (reference §3.7).
+multiples of 60x108, with the output cropped back (docs/official-e2fgvi.md §3.7).
 """
 
 from __future__ import annotations

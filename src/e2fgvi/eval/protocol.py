@@ -1,4 +1,4 @@
-"""The official sliding-window completion of a whole video (reference §5.1).
+"""The official sliding-window completion of a whole video (docs/official-e2fgvi.md §5.1).
 
 For f = 0, s, 2s, … (s = neighbour stride) a window takes the neighbours [f−s, f+s] as local
 frames plus every ``ref_length``-th frame of the whole video that is not a neighbour. Each

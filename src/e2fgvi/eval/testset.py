@@ -1,4 +1,6 @@
-"""Read the prepared test split the way the official ``TestDataset`` does (reference §2.1, §5.1).
+"""Read the prepared test split the way the official ``TestDataset`` does.
+
+Facts: docs/official-e2fgvi.md §2.1, §5.1.
 
 Frames: the k-th name of the sorted zip listing, RGB, resized with PIL bicubic to the evaluation
 size. Masks: ``test_masks/<video>/<k:05d>.png`` resized with nearest, nonzero = hole, then dilated.
@@ -15,7 +17,7 @@ from e2fgvi.data.frames import VideoZip, load_index
 from e2fgvi.errors import UserError
 from e2fgvi.eval.protocol import dilate_mask
 
-# The official layout under the data root (reference §2.1).
+# The official layout under the data root (docs/official-e2fgvi.md §2.1).
 FRAMES_DIR, MASKS_DIR, INDEX_FILE = "JPEGImages", "test_masks", "test.json"
 
 

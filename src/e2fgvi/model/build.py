@@ -2,7 +2,7 @@
 
 Builds the generator and the frozen flow-loss teacher from ``ModelParams``, and loads weight files
 (official releases, our checkpoints, the OpenMMLab SPyNet) into them strictly. Officially both
-SPyNets start from the OpenMMLab pretrained weights (reference §3.2, §4); with
+SPyNets start from the OpenMMLab pretrained weights (docs/official-e2fgvi.md §3.2, §4); with
 ``model.spynet_init: random`` they start from mmcv's default init instead (no file needed).
 """
 

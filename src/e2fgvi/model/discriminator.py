@@ -1,4 +1,4 @@
-"""Temporal PatchGAN discriminator (E2FGVI §3.4, from STTN/FuseFormer; reference §3.10).
+"""Temporal PatchGAN discriminator (E2FGVI §3.4, from STTN/FuseFormer; official-e2fgvi.md §3.10).
 
 Six 3x5x5 Conv3d layers with stride (1, 2, 2) over (b, 3, t, h, w) clips; the first five are
 spectral-normalised, bias-free and followed by LeakyReLU(0.2); the last is a plain conv with bias.

@@ -1,4 +1,4 @@
-"""Soft split and soft composition (E2FGVI §3.3, after FuseFormer; reference §3.4).
+"""Soft split and soft composition (E2FGVI §3.3, after FuseFormer; docs/official-e2fgvi.md §3.4).
 
 Soft split cuts the (b*t, 128, h/4, w/4) feature map into overlapping 7x7 patches (stride 3,
 padding 3), flattens each as channel-major then 7x7 position (6272 values) and embeds it into a

@@ -1,4 +1,4 @@
-"""Flow-guided feature propagation (E2FGVI §3.2; reference §3.3).
+"""Flow-guided feature propagation (E2FGVI §3.2; docs/official-e2fgvi.md §3.3).
 
 BasicVSR++-style second-order grid propagation over the local frames' features: a backward branch
 (last frame to first) then a forward branch, each aligning the propagated feature to the current

@@ -1,4 +1,4 @@
-"""Temporal focal transformer (E2FGVI §3.3 "content hallucination"; reference §3.5).
+"""Temporal focal transformer (E2FGVI §3.3 "content hallucination"; docs/official-e2fgvi.md §3.5).
 
 Each block attends, for every 5x9 token window and all t frames at once, to three key sets:
 (a) the window itself, (b) its cyclically rolled neighbourhood (expand 2x4, wrapping around the

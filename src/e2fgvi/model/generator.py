@@ -1,4 +1,4 @@
-"""The E2FGVI generator (Li et al., CVPR 2022, §3 and Fig. 2; reference §3.1-§3.9).
+"""The E2FGVI generator (Li et al., CVPR 2022, §3 and Fig. 2; docs/official-e2fgvi.md §3.1-§3.9).
 
 Masked frames -> flow completion on the local frames (SPyNet) -> frame-wise CNN encoder ->
 flow-guided feature propagation over the local features -> soft split -> 8 temporal focal
@@ -99,7 +99,7 @@ def _decoder() -> nn.Sequential:
 
 
 def init_generator_weights(module: nn.Module) -> None:
-    """Official init (reference §3.8): N(0, 0.02) Conv/Linear, zero bias; DCN as in mmcv.
+    """Official init (official-e2fgvi.md §3.8): N(0, 0.02) Conv/Linear, zero bias; DCN as in mmcv.
 
     Applied before the SPyNet is attached, so the SPyNet keeps its own init (or weights).
     LayerNorm stays (1, 0) and the soft-composition bias stays 0.

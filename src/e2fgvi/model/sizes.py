@@ -1,4 +1,6 @@
-"""Input-size rules of the two variants and the official mirror padding (reference §3.7, §3.9).
+"""Input-size rules of the two variants and the official mirror padding.
+
+Facts: docs/official-e2fgvi.md §3.7, §3.9.
 
 E2FGVI has a fixed 60x108 feature grid (its soft-composition bias), so it takes exactly 240x432
 frames. E2FGVI-HQ takes any size whose sides are multiples of 4 and whose token grid splits into

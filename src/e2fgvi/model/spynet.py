@@ -1,4 +1,6 @@
-"""Flow completion (E2FGVI §3.1 "flow completion module"; reference §3.2): SPyNet and flow warping.
+"""Flow completion (E2FGVI §3.1 "flow completion module"): SPyNet and flow warping.
+
+Facts: docs/official-e2fgvi.md §3.2.
 
 SPyNet (Ranjan & Black, CVPR 2017) in the mmediting/BasicVSR form: six identical basic modules
 refine a flow coarse-to-fine over a 6-level image pyramid. E2FGVI runs it on the masked local frames

@@ -1,4 +1,4 @@
-"""E2FGVI training losses (paper §3.5; reference §4), as pure functions.
+"""E2FGVI training losses (paper §3.5; docs/official-e2fgvi.md §4), as pure functions.
 
 All pixel losses are in [-1, 1] space over every frame (local and reference). Hole and valid
 L1 are batch-global masked means (plain mean divided by the mean of the mask); the flow loss is an

@@ -70,7 +70,7 @@ def _place(module: nn.Module, params: Params, world: World) -> nn.Module:
 
 
 def build_nets(params: Params, spynet: Path | None, world: World) -> Nets:
-    """Seeded construction of the official training set-up (reference §1.4, §3.8)."""
+    """Seeded construction of the official training set-up (docs/official-e2fgvi.md §1.4, §3.8)."""
     cfg = params.train
     torch.manual_seed(params.seed)
     generator = _place(build_generator(params.model, spynet), params, world)

@@ -1,4 +1,4 @@
-"""Optimizers and LR schedules of the official recipe (reference §1.1, §1.4).
+"""Optimizers and LR schedules of the official recipe (docs/official-e2fgvi.md §1.1, §1.4).
 
 Adam with betas (0, 0.99) for G and D; G has a second parameter group for its SPyNet
 (``update_spynet.*``) at ``lr * spynet_lr``. MultiStepLR is stepped once per iteration, so the

@@ -1,4 +1,6 @@
-"""One training iteration in the official order (reference §4): G forward, D update, G update.
+"""One training iteration in the official order: G forward, D update, G update.
+
+Facts: docs/official-e2fgvi.md §4.
 
 ``train_step`` is the whole iteration: generator forward, discriminator update, generator update
 against the just-updated discriminator, both LR schedules stepped. The loss functions only run
@@ -52,7 +54,7 @@ class StepResult:
 
 
 def generator_forward(generator: nn.Module, clips: Clips, autocast: Callable[[], Any]) -> Forward:
-    """Inpaint the masked clips; the mask itself is not a network input (reference §2.3)."""
+    """Inpaint the masked clips; the mask is not a network input (official-e2fgvi.md §2.3)."""
     b, t = clips.frames.shape[:2]
     masked = clips.frames * (1 - clips.masks)
     with autocast():
