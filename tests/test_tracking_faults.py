@@ -109,7 +109,9 @@ def test_a_server_that_never_answers_does_not_slow_training(tmp_path, sample_dat
     uploads = [(r["dir"], Path(r["path"]).name) for r in records if r["op"] == "artifact"]
     assert uploads.count(("checkpoints", "latest.pth")) == 1
     assert ("checkpoints", "generator.pth") in uploads
-    (latest,) = [r["path"] for r in records if Path(r["path"]).name == "latest.pth"]
+    (latest,) = [
+        r["path"] for r in records if r["op"] == "artifact" and Path(r["path"]).name == "latest.pth"
+    ]
     assert torch.load(latest, weights_only=True)["step"] == 4
 
 
