@@ -23,6 +23,7 @@ RESUME_EXEMPT = frozenset(
         "checkpoint_every",
         "keep_checkpoints",
         "num_workers",
+        "max_restarts",
     }
 )
 
