@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 from pathlib import Path
 
 from e2fgvi.atomic import write_bytes, write_json
 from e2fgvi.config import load_params
 from e2fgvi.entry import run_module
-from e2fgvi.train.distributed import needs_torchrun, torchrun_command, under_torchrun
+from e2fgvi.train.distributed import launch, needs_torchrun, torchrun_command, under_torchrun
 from e2fgvi.train.loop import train
 from e2fgvi.train.session import TrainPaths
 
@@ -50,7 +49,7 @@ def _argv(args: argparse.Namespace) -> list[str]:
     return argv
 
 
-def run(args: argparse.Namespace) -> None:
+def run(args: argparse.Namespace) -> int | None:
     params = load_params()
     cfg = params.train
     if needs_torchrun(cfg) and not under_torchrun():
@@ -59,7 +58,7 @@ def run(args: argparse.Namespace) -> None:
             cfg.nproc_per_node, cfg.nnodes, module, _argv(args), cfg.max_restarts
         )
         log.info("launching %s", " ".join(command))
-        os.execvp(command[0], command)
+        return launch(command)
     spynet = args.spynet if params.model.spynet_init == "pretrained" else None
     paths = TrainPaths(
         frames=args.data / "JPEGImages",
@@ -74,11 +73,12 @@ def run(args: argparse.Namespace) -> None:
     )
     figures = train(params, paths)
     if figures is None:  # not rank 0
-        return
+        return None
     write_json(args.metrics, figures)
     history = paths.folder(params) / "history.csv"
     write_bytes(args.plots, history.read_bytes())
     log.info("trained %d iterations; metrics in %s", cfg.iterations, args.metrics)
+    return None
 
 
 if __name__ == "__main__":

@@ -12,13 +12,13 @@ import datetime
 import logging
 import os
 import platform
-import shutil
-import sys
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.distributed as dist
+import torch.distributed.run as torchrun
+from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
 
 from e2fgvi.config import Params, TrainParams, flatten
 from e2fgvi.devices import pick_device
@@ -60,14 +60,15 @@ def torchrun_command(
 ) -> list[str]:
     """The torchrun command line that relaunches ``python -m module argv`` on every device.
 
+    ``launch`` runs it in this process (the same as running it in a shell).
+
     Several nodes rendezvous through torchrun's own environment variables, set on every node:
     ``PET_RDZV_ENDPOINT=<node-0 host>:<port>`` and one ``PET_RDZV_ID`` per job
     (``PET_RDZV_BACKEND`` defaults to c10d here, which ranks the nodes as they join).
     ``max_restarts``: how often torchrun restarts every node's workers after one fails.
     """
-    torchrun = shutil.which("torchrun") or f"{sys.executable} -m torch.distributed.run"
     command = [
-        *torchrun.split(),
+        "torchrun",
         f"--nproc-per-node={nproc_per_node}",
         f"--nnodes={nnodes}",
         f"--max-restarts={max_restarts}",
@@ -83,6 +84,28 @@ def torchrun_command(
     else:
         command.append("--standalone")
     return [*command, "-m", module, *argv]
+
+
+def launch(command: list[str]) -> int:
+    """Run ``torchrun_command``'s command in this process, which becomes torchrun's agent.
+
+    Returns the job's exit status: 0, or the first failed worker's (2 for a refused job, as
+    without torchrun). A worker's error is its own log lines; this adds one line in place of
+    torchrun's traceback, none for a refusal (status 2: the worker's one line says it all).
+    """
+    try:
+        torchrun.run(torchrun.parse_args(command[1:]))
+    except ChildFailedError as failed:
+        rank, failure = failed.get_first_failure()
+        if failure.exitcode != 2:
+            how = (
+                f"was killed by signal {-failure.exitcode}"
+                if failure.exitcode < 0
+                else f"exited with status {failure.exitcode}"
+            )
+            log.error("torchrun: rank %d (pid %d) %s; the job stopped", rank, failure.pid, how)
+        return failure.exitcode if failure.exitcode > 0 else 1
+    return 0
 
 
 def init_world(wanted_device: str) -> World:
