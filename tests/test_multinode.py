@@ -266,8 +266,8 @@ def one_node(two_nodes, tmp_path_factory) -> Path:
 def test_two_nodes_form_one_job(two_nodes):
     logs = _logs(two_nodes / "node0.log", two_nodes / "node1.log")
     assert "Running stage 'train'" in (two_nodes / "node0.log").read_text()
-    assert logs.count("DDP: rank 0/2") == 1 and logs.count("DDP: rank 1/2") == 1
-    assert "one job on 2 node(s)" in logs
+    # Rank 0 (on either node: c10d numbers the nodes as they join) logs; rank 1 only warnings.
+    assert logs.count("DDP: rank 0/2") == 1 and "one job on 2 node(s)" in logs
     run = two_nodes / "data" / "run"
     # Checkpoints written once, by rank 0: one log line and one file per checkpoint.
     written = re.findall(r"checkpoint \S+/(ckpt_\d+\.pth)", logs)
@@ -291,9 +291,11 @@ def test_two_nodes_form_one_job(two_nodes):
 def test_two_nodes_compute_what_one_node_does(two_nodes, one_node):
     """Bit for bit: every loss and learning rate of every step, and the final weights."""
     assert "--standalone" in (one_node / "stage.log").read_text()
-    two, one = _history(two_nodes / "data" / "run"), _history(one_node / "run")
+    two, one = _history(two_nodes / "data" / "run"), _history(one_node / "data" / "run")
     assert len(two) == 4 and _numbers(two) == _numbers(one)
-    _same_weights(two_nodes / "data" / "run" / "generator.pth", one_node / "run" / "generator.pth")
+    _same_weights(
+        two_nodes / "data" / "run" / "generator.pth", one_node / "data" / "run" / "generator.pth"
+    )
 
 
 def _worker(launched: Nodes, rank: int) -> psutil.Process:
@@ -330,15 +332,15 @@ def test_a_killed_worker_restarts_the_job_from_its_checkpoint(two_nodes, one_nod
         for log in logs:
             launched.start(command, folder, env, log)
         # The session's cost snapshot is written last at a checkpoint: checkpoint 2 is complete.
-        _wait_for(folder, "run/checkpoints/*/cost/session_0000001.json", launched)
+        _wait_for(folder, "data/run/checkpoints/*/cost/session_0000001.json", launched)
         _worker(launched, 1).send_signal(signal.SIGKILL)  # the worker, not its agent
         _assert_ok(launched.finish(), *logs)
     text = _logs(*logs)
     assert text.count("DDP: rank 0/2") == 2, "one restart of the whole job"
     assert "resuming from" in text and "(iteration 2)" in text
-    run = folder / "run"
-    assert _numbers(_history(run)) == _numbers(_history(one_node / "run"))
-    _same_weights(run / "generator.pth", one_node / "run" / "generator.pth")
+    run, reference = folder / "data" / "run", one_node / "data" / "run"
+    assert _numbers(_history(run)) == _numbers(_history(reference))
+    _same_weights(run / "generator.pth", reference / "generator.pth")
     ref = json.loads((run / "mlflow_run.json").read_text())
     (found,) = tracking.search_runs(tracking.tracking_uri(folder / "mlruns"), ["test-nodes"])
     assert found.run_id == ref["run_id"] and found.status == "FINISHED"
@@ -375,4 +377,4 @@ def test_a_node_from_another_checkout_is_refused_before_training(checkout, tmp_p
         assert len(lines) == 1, (folder / "stage.log").read_text()[-3000:]
         assert "training code" in lines[0] and "train.lr=" in lines[0]
         assert re.search(r"train\.lr=0\.000(1|2) \(rank 0: 0\.000(2|1)\)", lines[0]), lines[0]
-        assert not (folder / "run").exists() and not (folder / "mlruns").exists()
+        assert not (folder / "data").exists() and not (folder / "mlruns").exists()
