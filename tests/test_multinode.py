@@ -36,7 +36,7 @@ from e2fgvi.config import Params, load_params
 from e2fgvi.cost.summary import summarise
 from e2fgvi.errors import UserError
 from e2fgvi.measure.record import read_record
-from e2fgvi.train import distributed
+from e2fgvi.train import distributed, provenance
 from e2fgvi.train.distributed import World
 
 # The sample profile shrunk as in test_train_runs.py, with a global batch of 2 (one clip a rank).
@@ -95,7 +95,7 @@ def test_the_documented_commands_are_the_train_stage_and_dvc():
 
 
 def _identity(params: Params, node: int, host: str = "gpu-a") -> dict:
-    return {**distributed.job_identity(params), "node": node, "host": host}
+    return {**provenance.job_identity(params), "node": node, "host": host}
 
 
 def test_a_node_with_other_params_or_code_is_refused_on_every_rank(monkeypatch, params):

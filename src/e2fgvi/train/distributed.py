@@ -11,7 +11,6 @@ from __future__ import annotations
 import datetime
 import logging
 import os
-import platform
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,10 +19,9 @@ import torch.distributed as dist
 import torch.distributed.run as torchrun
 from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
 
-from e2fgvi.config import Params, TrainParams, flatten
+from e2fgvi.config import TrainParams
 from e2fgvi.devices import pick_device
 from e2fgvi.errors import UserError
-from e2fgvi.train import provenance
 
 log = logging.getLogger(__name__)
 
@@ -127,19 +125,10 @@ def close_world(world: World) -> None:
         dist.destroy_process_group()
 
 
-def job_identity(params: Params) -> dict[str, Any]:
-    """What every node of one job must share: training code, git commit and params."""
-    return {
-        "host": platform.node(),
-        "node": int(os.environ.get("GROUP_RANK", "0")),
-        "training code": provenance.code_fingerprint(),
-        "git commit": provenance.git_commit(),
-        "params": flatten(params),
-    }
-
-
 def check_same_job(identity: dict[str, Any], world: World) -> None:
     """Refuse, with the same one line on every rank, a job whose ranks differ from rank 0.
+
+    ``identity``: this rank's ``provenance.job_identity``.
 
     The first collective of a session (all ranks must call it): a mismatch stops every node
     before any training step.
