@@ -145,6 +145,9 @@ class TrainParams(_Section):
     resume_any_code: bool = False  # resume checkpoints written by other model/training code
     nproc_per_node: int = Field(default=8, ge=1)
     nnodes: int = Field(default=1, ge=1)
+    # torchrun --max-restarts: how often a failed worker restarts every node's workers, which
+    # then resume from the newest checkpoint (0 = the official trainer's: fail).
+    max_restarts: int = Field(default=0, ge=0)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     amp: Literal["fp32", "bf16", "fp16"] = "fp32"  # autocast dtype; fp32 = no autocast
     tf32: bool = False

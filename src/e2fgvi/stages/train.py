@@ -1,21 +1,21 @@
 """DVC stage `train`: train E2FGVI on the prepared data; one process, or torchrun when asked.
 
-With ``train.nproc_per_node`` or ``train.nnodes`` above 1 the stage relaunches itself under
-torchrun (DDP); rerunning it resumes from the newest checkpoint of the same configuration.
+With ``train.nproc_per_node`` or ``train.nnodes`` above 1 (or ``train.max_restarts`` above 0) the
+stage relaunches itself under torchrun (DDP); rerunning it, or a torchrun restart, resumes from the
+newest checkpoint of the same configuration.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 from pathlib import Path
 
 from e2fgvi.atomic import write_bytes, write_json
 from e2fgvi.config import load_params
 from e2fgvi.entry import run_module
-from e2fgvi.train.distributed import torchrun_command, under_torchrun
+from e2fgvi.train.distributed import launch, needs_torchrun, torchrun_command, under_torchrun
 from e2fgvi.train.loop import train
 from e2fgvi.train.session import TrainPaths, sigterm_interrupts
 
@@ -54,14 +54,16 @@ def _argv(args: argparse.Namespace) -> list[str]:
     return argv
 
 
-def run(args: argparse.Namespace) -> None:
+def run(args: argparse.Namespace) -> int | None:
     params = load_params()
     cfg = params.train
-    if (cfg.nproc_per_node > 1 or cfg.nnodes > 1) and not under_torchrun():
+    if needs_torchrun(cfg) and not under_torchrun():
         module = "e2fgvi.stages.train"
-        command = torchrun_command(cfg.nproc_per_node, cfg.nnodes, module, _argv(args))
+        command = torchrun_command(
+            cfg.nproc_per_node, cfg.nnodes, module, _argv(args), cfg.max_restarts
+        )
         log.info("launching %s", " ".join(command))
-        os.execvp(command[0], command)
+        return launch(command)
     spynet = args.spynet if params.model.spynet_init == "pretrained" else None
     paths = TrainPaths(
         frames=args.data / "JPEGImages",
@@ -78,11 +80,12 @@ def run(args: argparse.Namespace) -> None:
     with sigterm_interrupts():  # a SIGTERM ends the MLflow run KILLED, as Ctrl-C does
         figures = train(params, paths)
     if figures is None:  # not rank 0
-        return
+        return None
     write_json(args.metrics, figures)
     history = paths.folder(params) / "history.csv"
     write_bytes(args.plots, history.read_bytes())
     log.info("trained %d iterations; metrics in %s", cfg.iterations, args.metrics)
+    return None
 
 
 if __name__ == "__main__":

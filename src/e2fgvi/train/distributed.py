@@ -1,7 +1,9 @@
 """Distributed set-up: DDP under torchrun (one or many nodes), a plain process otherwise.
 
 The global batch is split across ranks as the official trainer does (batch_size // world_size per
-process); rank 0 alone logs, tracks and checkpoints.
+process); rank 0 alone logs, tracks and checkpoints. Before any other collective every rank
+shows the others its training code, git commit and params, so a node started from another
+checkout is refused on every node before a training step (``check_same_job``).
 """
 
 from __future__ import annotations
@@ -9,14 +11,15 @@ from __future__ import annotations
 import datetime
 import logging
 import os
-import shutil
-import sys
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.distributed as dist
+import torch.distributed.run as torchrun
+from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
 
+from e2fgvi.config import TrainParams
 from e2fgvi.devices import pick_device
 from e2fgvi.errors import UserError
 
@@ -45,15 +48,29 @@ def under_torchrun() -> bool:
     return "LOCAL_RANK" in os.environ and "WORLD_SIZE" in os.environ
 
 
-def torchrun_command(nproc_per_node: int, nnodes: int, module: str, argv: list[str]) -> list[str]:
+def needs_torchrun(cfg: TrainParams) -> bool:
+    """Several processes or nodes, or restarts of a failed worker: torchrun's jobs."""
+    return cfg.nproc_per_node > 1 or cfg.nnodes > 1 or cfg.max_restarts > 0
+
+
+def torchrun_command(
+    nproc_per_node: int, nnodes: int, module: str, argv: list[str], max_restarts: int = 0
+) -> list[str]:
     """The torchrun command line that relaunches ``python -m module argv`` on every device.
+
+    ``launch`` runs it in this process (the same as running it in a shell).
 
     Several nodes rendezvous through torchrun's own environment variables, set on every node:
     ``PET_RDZV_ENDPOINT=<node-0 host>:<port>`` and one ``PET_RDZV_ID`` per job
-    (``PET_RDZV_BACKEND`` defaults to c10d here).
+    (``PET_RDZV_BACKEND`` defaults to c10d here, which ranks the nodes as they join).
+    ``max_restarts``: how often torchrun restarts every node's workers after one fails.
     """
-    torchrun = shutil.which("torchrun") or f"{sys.executable} -m torch.distributed.run"
-    command = [*torchrun.split(), f"--nproc-per-node={nproc_per_node}", f"--nnodes={nnodes}"]
+    command = [
+        "torchrun",
+        f"--nproc-per-node={nproc_per_node}",
+        f"--nnodes={nnodes}",
+        f"--max-restarts={max_restarts}",
+    ]
     if nnodes > 1:
         if not os.environ.get("PET_RDZV_ENDPOINT"):
             raise UserError(
@@ -65,6 +82,28 @@ def torchrun_command(nproc_per_node: int, nnodes: int, module: str, argv: list[s
     else:
         command.append("--standalone")
     return [*command, "-m", module, *argv]
+
+
+def launch(command: list[str]) -> int:
+    """Run ``torchrun_command``'s command in this process, which becomes torchrun's agent.
+
+    Returns the job's exit status: 0, or the first failed worker's (2 for a refused job, as
+    without torchrun). A worker's error is its own log lines; this adds one line in place of
+    torchrun's traceback, none for a refusal (status 2: the worker's one line says it all).
+    """
+    try:
+        torchrun.run(torchrun.parse_args(command[1:]))
+    except ChildFailedError as failed:
+        rank, failure = failed.get_first_failure()
+        if failure.exitcode != 2:
+            how = (
+                f"was killed by signal {-failure.exitcode}"
+                if failure.exitcode < 0
+                else f"exited with status {failure.exitcode}"
+            )
+            log.error("torchrun: rank %d (pid %d) %s; the job stopped", rank, failure.pid, how)
+        return failure.exitcode if failure.exitcode > 0 else 1
+    return 0
 
 
 def init_world(wanted_device: str) -> World:
@@ -82,8 +121,52 @@ def init_world(wanted_device: str) -> World:
 
 
 def close_world(world: World) -> None:
-    if world.distributed and dist.is_initialized():
+    if dist.is_initialized():  # also a group of one (one process under torchrun, for restarts)
         dist.destroy_process_group()
+
+
+def check_same_job(identity: dict[str, Any], world: World) -> None:
+    """Refuse, with the same one line on every rank, a job whose ranks differ from rank 0.
+
+    ``identity``: this rank's ``provenance.job_identity``.
+
+    The first collective of a session (all ranks must call it): a mismatch stops every node
+    before any training step.
+    """
+    if not world.distributed:
+        return
+    found: list[Any] = [None] * world.size
+    dist.all_gather_object(found, identity)
+    first = found[0]
+    odd = [(rank, other) for rank, other in enumerate(found) if _differences(first, other)]
+    if odd:
+        rank, other = odd[0]
+        more = f" (and {len(odd) - 1} more rank(s))" if len(odd) > 1 else ""
+        raise UserError(
+            f"node {other['node']} ({other['host']}, rank {rank}){more} is not running the job "
+            f"of rank 0's node {first['node']} ({first['host']}): "
+            f"{'; '.join(_differences(first, other))}; start every node from the same checkout "
+            "and params.yaml (docs/operations.md, several nodes)"
+        )
+    if world.is_main:
+        hosts = sorted({(i["node"], i["host"]) for i in found})
+        nodes = ", ".join(f"node {node} {host}" for node, host in hosts)
+        log.info("one job on %d node(s) (%s): same code, commit and params", len(hosts), nodes)
+
+
+def _differences(first: dict[str, Any], other: dict[str, Any]) -> list[str]:
+    """What ``other`` runs differently from ``first``, in words (empty when nothing)."""
+    found = [
+        f"{key} {other[key]} (rank 0: {first[key]})"
+        for key in ("training code", "git commit")
+        if other[key] != first[key]
+    ]
+    mine, theirs = first["params"], other["params"]
+    keys = sorted(k for k in mine.keys() | theirs.keys() if mine.get(k) != theirs.get(k))
+    if keys:
+        shown = ", ".join(f"{k}={theirs.get(k)!r} (rank 0: {mine.get(k)!r})" for k in keys[:3])
+        found.append(f"params {shown}" + (f" and {len(keys) - 3} more" if len(keys) > 3 else ""))
+    return found
 
 
 def per_rank_batch(global_batch: int, world: World) -> int:

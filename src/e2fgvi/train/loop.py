@@ -20,8 +20,8 @@ from e2fgvi.data.dataset import StepSampler, TrainClips
 from e2fgvi.measure.flops import measure_step_flops
 from e2fgvi.measure.meter import CostMeter, StepTiming
 from e2fgvi.train import nets as netlib
-from e2fgvi.train import precision, session
-from e2fgvi.train.distributed import World, close_world, init_world, per_rank_batch
+from e2fgvi.train import precision, provenance, session
+from e2fgvi.train.distributed import World, check_same_job, close_world, init_world, per_rank_batch
 from e2fgvi.train.images import write_strip
 from e2fgvi.train.session import TrainContext, TrainPaths
 from e2fgvi.train.steps import Clips, StepResult
@@ -49,6 +49,7 @@ def train(params: Params, paths: TrainPaths) -> dict[str, Any] | None:
     """Run or resume the configured training; returns the final figures on rank 0."""
     world = init_world(params.train.device)
     try:
+        check_same_job(provenance.job_identity(params), world)
         return _train(params, paths, world)
     finally:
         close_world(world)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import platform
 import subprocess
 from pathlib import Path
@@ -11,7 +12,7 @@ from typing import Any
 
 import torch
 
-from e2fgvi.config import Params
+from e2fgvi.config import Params, flatten
 
 # Keys that only change how long or how verbosely training runs; a changed value still resumes.
 RESUME_EXEMPT = frozenset(
@@ -23,6 +24,7 @@ RESUME_EXEMPT = frozenset(
         "checkpoint_every",
         "keep_checkpoints",
         "num_workers",
+        "max_restarts",
     }
 )
 
@@ -104,3 +106,14 @@ def environment_tags(device: torch.device, world_size: int) -> dict[str, Any]:
     else:
         tags["device.name"] = platform.processor() or platform.machine()
     return tags
+
+
+def job_identity(params: Params) -> dict[str, Any]:
+    """What every node of one job must share (training code, git commit, params), and where."""
+    return {
+        "host": platform.node(),
+        "node": int(os.environ.get("GROUP_RANK", "0")),  # torchrun's number of this node
+        "training code": code_fingerprint(),
+        "git commit": git_commit(),
+        "params": flatten(params),
+    }
