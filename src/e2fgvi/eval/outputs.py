@@ -10,18 +10,23 @@ from pathlib import Path
 from e2fgvi.atomic import write_json, write_text
 from e2fgvi.eval.evaluate import EvalReport
 from e2fgvi.eval.strip import write_png
+from e2fgvi.metricsfile import flat_numbers
 from e2fgvi.tracking import attach, stage_uri
 
 log = logging.getLogger(__name__)
 
 METRICS_FILE, VIDEOS_FILE, STRIP_FILE = "metrics.json", "per_video.csv", "strip.png"
+DETAILS_FILE = "details.json"
 
 
 def write_outputs(out: Path, report: EvalReport, extra: dict[str, str]) -> dict[str, Path]:
-    """metrics.json (summary + ``extra`` labels), per_video.csv and strip.png under ``out``."""
+    """metrics.json (the summary's numbers), details.json (summary, notes and ``extra`` labels),
+    per_video.csv and strip.png under ``out``."""
     out.mkdir(parents=True, exist_ok=True)
-    paths = {name: out / name for name in (METRICS_FILE, VIDEOS_FILE, STRIP_FILE)}
-    write_json(paths[METRICS_FILE], {**report.summary(), **extra})
+    names = (METRICS_FILE, DETAILS_FILE, VIDEOS_FILE, STRIP_FILE)
+    paths = {name: out / name for name in names}
+    write_json(paths[METRICS_FILE], flat_numbers(report.summary()))
+    write_json(paths[DETAILS_FILE], {**report.summary(), **extra})
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(["video", "frames", "psnr", "ssim", "seconds"])

@@ -14,6 +14,7 @@ Modules: ``uri`` (which store a stage logs to, the train stage's run reference),
 
 from e2fgvi.tracking.logger import RunLogger, attach, replay_spool
 from e2fgvi.tracking.queries import (
+    PAGE_SIZE,
     RunRecord,
     experiment_id,
     list_artifacts,
@@ -23,6 +24,7 @@ from e2fgvi.tracking.queries import (
 from e2fgvi.tracking.uri import read_run_reference, stage_uri, tracking_uri
 
 __all__ = [
+    "PAGE_SIZE",
     "RunLogger",
     "RunRecord",
     "attach",
