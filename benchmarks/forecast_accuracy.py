@@ -1,70 +1,118 @@
-"""How well does a short profiling window forecast a longer run? (CPU, real torch workload)
+"""How well do the first k steps of a run forecast the whole run? (a benchmark, not a promise)
 
-Profiles WARMUP + WINDOW steps of a small conv-net training step with ``profile_steps`` (the
-same code ``e2fgvi profile`` runs), forecasts LONG steps with ``forecast``, then runs LONG
-metered steps and compares the forecast wall time with the measured one.
+Runs one metered run of TOTAL steps (after a warm-up) with the training loop's own ``CostMeter``,
+then, for each k, forecasts the run's measured time from its first k measured steps with the
+same ``forecast`` the profile and cost stage use, and prints the error against what the TOTAL
+steps took, whether it fell inside the band, and the machine's load. Target: |error| < 5 % from
+k <= 200 on a steady machine; every k must leave a run at least 10x longer than itself.
 
-    PYTHONPATH=src .venv/bin/python benchmarks/forecast_accuracy.py [LONG]
+Workloads: ``toy`` (default, seconds per hundred steps: a conv net on 8x3x60x108, forward,
+backward, Adam) and ``sample`` (the real E2FGVI-HQ training step of params.yaml on one clip,
+about 2.5 s a step on 2 idle cores: TOTAL 2000 takes well over an hour).
+
+    PYTHONPATH=src .venv/bin/python benchmarks/forecast_accuracy.py [--total N] [--k K ...]
 """
 
 from __future__ import annotations
 
-import sys
+import argparse
+import os
+import statistics
 
 import numpy as np
 import torch
 
-from e2fgvi.config import CostParams, ForecastParams
-from e2fgvi.cost.forecast import StepSample, forecast
-from e2fgvi.cost.profile import profile_steps
+from e2fgvi.config import CostParams, load_params
+from e2fgvi.cost.forecast import Schedule, StepSample, forecast
 from e2fgvi.measure.meter import CostMeter
 
-WARMUP, WINDOW = 3, 20
+CLIPS = 8
 
 
-def make_step(clips: int):
+def toy_step():
     net = torch.nn.Sequential(
         torch.nn.Conv2d(3, 64, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(64, 3, 3, padding=1)
     )
     optimiser = torch.optim.Adam(net.parameters())
-    batch = torch.randn(clips, 3, 60, 108, generator=torch.Generator().manual_seed(0))
+    batch = torch.randn(CLIPS, 3, 60, 108, generator=torch.Generator().manual_seed(0))
 
     def step() -> None:
         optimiser.zero_grad()
         (net(batch) - batch).abs().mean().backward()
         optimiser.step()
 
-    return step
+    return step, CLIPS, f"conv net on {CLIPS}x3x60x108"
+
+
+def sample_step():
+    from e2fgvi.train.profiling import make_training_step
+
+    params = load_params("params.yaml")
+    t = params.train
+    text = f"{params.model.variant} {t.width}x{t.height} {t.num_local_frames}+{t.num_ref_frames}"
+    return make_training_step(params, torch.device("cpu"), 1), 1, text + ", 1 clip"
+
+
+def run_metered(step, clips: int, warmup: int, total: int) -> list[float]:
+    """Step times (s) of ``total`` measured steps after ``warmup``, as the meter records them."""
+    meter = CostMeter(CostParams(warmup_steps=warmup), torch.device("cpu"), clips)
+    meter.start()
+    times = []
+    for i in range(warmup + total):
+        with meter.compute():
+            step()
+        timing = meter.end_step(i)
+        if not timing.warmup:
+            times.append(timing.total_s)
+    meter.stop()
+    return times
 
 
 def main() -> None:
-    long = int(sys.argv[1]) if len(sys.argv) > 1 else 200
-    clips = 8
-    plan = ForecastParams(
-        iterations=long, global_batch=clips, gpus=1, profile_warmup=WARMUP, profile_steps=WINDOW
-    )
-    cfg = CostParams(warmup_steps=WARMUP, forecast=plan)
-    step = make_step(clips)
-    short = profile_steps(step, cfg, torch.device("cpu"), clips)
-    result = forecast(StepSample.from_rank(short), cfg, np.random.default_rng(0))
-
-    meter = CostMeter(cfg, torch.device("cpu"), clips)
-    meter.start()
-    for i in range(WARMUP + long):
-        with meter.compute():
-            step()
-        meter.end_step(i)
-    measured_s = meter.stop().measured_time_s
-
-    wall = {k: v * 3600 for k, v in result.wall_h.model_dump().items()}
-    error = wall["mean"] / measured_s - 1
-    inside = wall["low"] <= measured_s <= wall["high"]
-    print(f"profile window: {WARMUP} warm-up + {WINDOW} measured steps of {clips}x3x60x108")
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--total", type=int, default=2000, help="measured steps of the run")
+    parser.add_argument("--k", type=int, nargs="+", default=[20, 50, 100, 200])
+    parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--workload", choices=["toy", "sample"], default="toy")
+    parser.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's)")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    step, clips, text = (toy_step if args.workload == "toy" else sample_step)()
+    load_before = os.getloadavg()
+    times = run_metered(step, clips, args.warmup, args.total)
+    load_after = os.getloadavg()
+    actual = sum(times)
+    tenth = max(1, len(times) // 10)
+    drift = statistics.fmean(times[-tenth:]) / statistics.fmean(times[:tenth]) - 1
     print(
-        f"forecast for {long} steps: {wall['mean']:.1f} s "
-        f"(band {wall['low']:.1f}-{wall['high']:.1f} s); measured {measured_s:.1f} s"
+        f"workload: {text}; {args.warmup} warm-up + {args.total} measured steps; "
+        f"torch threads {torch.get_num_threads()}; {os.cpu_count()} CPUs"
     )
-    print(f"error {100 * error:+.1f} %; measured inside band: {inside}")
+    print(
+        f"load average (1/5/15 min) before {load_before[0]:.1f}/{load_before[1]:.1f}/"
+        f"{load_before[2]:.1f}, after {load_after[0]:.1f}/{load_after[1]:.1f}/"
+        f"{load_after[2]:.1f}"
+    )
+    print(
+        f"measured: {actual:.1f} s in total, step median {statistics.median(times) * 1e3:.1f} "
+        f"ms, CV {statistics.pstdev(times) / statistics.fmean(times):.2f}, last tenth vs "
+        f"first tenth {100 * drift:+.1f} %"
+    )
+    schedule = Schedule(iterations=args.total, devices=1, global_batch=clips)
+    print("    k  run/k  forecast s   band s            error    inside band")
+    for k in args.k:
+        if args.total < 10 * k:
+            print(f"{k:5d}  skipped: the run is not 10x longer than k")
+            continue
+        sample = StepSample.from_times(times[:k], clips)
+        fc = forecast(sample, CostParams(), np.random.default_rng(0), schedule, "cpu")
+        mean, low, high = (getattr(fc.wall_h, p) * 3600 for p in ("mean", "low", "high"))
+        error = mean / actual - 1
+        print(
+            f"{k:5d}  {args.total // k:5d}  {mean:10.1f}   {low:7.1f}-{high:<7.1f}  "
+            f"{100 * error:+6.1f} %  {low <= actual <= high}"
+        )
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
-"""Forecast arithmetic, its accuracy on a real CPU workload, FLOPs/MFU, and the profile core."""
+"""Forecast arithmetic and derivation, its accuracy on a real CPU workload, FLOPs/MFU, probing."""
 
 from __future__ import annotations
 
+import json
 import logging
 
 import numpy as np
@@ -9,49 +10,68 @@ import pytest
 import torch
 import torchvision
 
-from e2fgvi.config import CostParams, ForecastParams
-from e2fgvi.cost.forecast import StepSample, bootstrap_mean, forecast, forecast_metrics
+from e2fgvi.config import CostParams
+from e2fgvi.cost.forecast import Schedule, StepSample, bootstrap_mean, forecast, forecast_metrics
 from e2fgvi.cost.mfu import peak_flops, precision_of
-from e2fgvi.cost.profile import largest_fitting, probe_memory, profile
+from e2fgvi.cost.profile import largest_fitting, probe_memory
 from e2fgvi.errors import UserError
 from e2fgvi.measure.flops import measure_step_flops
 from e2fgvi.measure.meter import CostMeter
 
-PLAN = ForecastParams(iterations=1000, global_batch=8, gpus=8)
+PLAN = Schedule(iterations=1000, global_batch=8, devices=8)
 
 
-def _cfg(**plan) -> CostParams:
-    return CostParams(
-        price_per_gpu_hour=2.0, price_per_kwh=0.5, forecast=PLAN.model_copy(update=plan)
-    )
+def _cfg(**prices) -> CostParams:
+    return CostParams(**{"price_per_gpu_hour": 2.0, "price_per_kwh": 0.5, **prices})
 
 
 def test_forecast_arithmetic():
-    sample = StepSample.from_times([2.0, 2.0, 2.0], clips_per_gpu=1)
-    result = forecast(sample, _cfg(), np.random.default_rng(0), gpu_power_w=300.0)
+    sample = StepSample.from_times([2.0, 2.0, 2.0], clips_per_device=1)
+    result = forecast(
+        sample, _cfg(), np.random.default_rng(0), PLAN, "cuda", measured_devices=8, power_w=300.0
+    )
     hours = 1000 * 2.0 / 3600
     assert result.wall_h.model_dump() == pytest.approx({"mean": hours, "low": hours, "high": hours})
-    assert result.gpu_hours.mean == pytest.approx(8 * hours)
+    assert result.device_hours.mean == pytest.approx(8 * hours)
     kwh = 300.0 * 8 * 2000.0 / 3.6e6
     assert result.energy_kwh.mean == pytest.approx(kwh)
     assert result.money.mean == pytest.approx(8 * hours * 2.0 + kwh * 0.5)
-    assert result.clips_per_gpu == 1 and result.steps_measured == 3
+    assert result.clips_per_device == 1 and result.steps_measured == 3
+    assert not result.derived and result.derivation == [] and result.hours_unit == "GPU-hours"
 
 
-def test_forecast_scales_with_clips_per_gpu_and_without_power():
-    sample = StepSample.from_times([4.0], clips_per_gpu=2)  # measured at 2 clips, plan has 1
-    result = forecast(sample, _cfg(), np.random.default_rng(0))
+def test_a_derived_forecast_says_how_and_widens_its_band():
+    sample = StepSample.from_times([4.0], clips_per_device=2)  # measured at 2 clips, plan has 1
+    result = forecast(sample, _cfg(), np.random.default_rng(0), PLAN, "cuda")
     assert result.step_s.mean == pytest.approx(2.0)
+    # Two derivations (clips scaled by FLOPs, DDP over 8 devices not measured): 0.25 each.
+    assert result.step_s.low == pytest.approx(2.0 * 0.75**2)
+    assert result.step_s.high == pytest.approx(2.0 * 1.25**2)
+    assert result.derived and len(result.derivation) == 2
+    assert "counted FLOPs from 2 to 1 clips" in result.derivation[0]
+    assert "DDP over 8 devices not measured" in result.derivation[1]
+    assert "widened by 0.25" in result.band
     assert result.energy_kwh is None and result.money_includes_energy is False
-    assert result.money.mean == pytest.approx(result.gpu_hours.mean * 2.0)
+    assert result.money.mean == pytest.approx(result.device_hours.mean * 2.0)
     metrics = forecast_metrics(result)
-    assert metrics["cost/forecast_energy_kwh"] is None
-    assert metrics["cost/forecast_gpu_hours_high"] == result.gpu_hours.high
+    assert metrics["forecast_energy_kwh"] is None and metrics["forecast_derivations"] == 2
+    assert metrics["forecast_device_hours_high"] == result.device_hours.high
+
+
+def test_cpu_forecast_speaks_of_cpu_device_hours_at_the_cpu_price():
+    sample = StepSample.from_times([1.0, 1.0], clips_per_device=1)
+    result = forecast(sample, _cfg(price_per_cpu_device_hour=0.1), np.random.default_rng(0),
+                      PLAN, "cpu", measured_devices=8)  # fmt: skip
+    assert result.hours_unit == "CPU device-hours" and result.device_kind == "cpu"
+    assert result.money.mean == pytest.approx(result.device_hours.mean * 0.1)
+    text = json.dumps(result.model_dump()) + json.dumps(forecast_metrics(result))
+    assert "gpu_hours" not in text and "GPU-h" not in text
 
 
 def test_indivisible_plan_is_a_user_error():
-    with pytest.raises(UserError, match=r"cost\.forecast\.global_batch \(8\).*gpus \(3\)"):
-        forecast(StepSample.from_times([1.0], 1), _cfg(gpus=3), np.random.default_rng(0))
+    with pytest.raises(UserError, match=r"global batch 8 does not split over 3 devices"):
+        forecast(StepSample.from_times([1.0], 1), _cfg(), np.random.default_rng(0),
+                 PLAN.model_copy(update={"devices": 3}), "cpu")  # fmt: skip
 
 
 def test_band_brackets_the_mean_and_is_seeded():
@@ -110,9 +130,9 @@ def test_forecast_from_first_steps_matches_longer_cpu_run(one_thread):
             step_fn()
         times.append(meter.end_step(step).total_s)
     measured = times[2:]
-    plan = ForecastParams(iterations=len(measured), global_batch=2, gpus=1)
-    sample = StepSample.from_times(measured[:10], clips_per_gpu=2)
-    result = forecast(sample, CostParams(forecast=plan), np.random.default_rng(0))
+    plan = Schedule(iterations=len(measured), global_batch=2, devices=1)
+    sample = StepSample.from_times(measured[:10], clips_per_device=2)
+    result = forecast(sample, CostParams(), np.random.default_rng(0), plan, "cpu")
     actual_h = sum(measured) / 3600
     error = result.wall_h.mean / actual_h - 1
     logging.getLogger(__name__).info("forecast error on CPU: %+.1f %%", 100 * error)
@@ -162,23 +182,7 @@ def test_largest_fitting_searches_monotone_limit():
 
 def test_memory_probe_is_gpu_only():
     result = probe_memory(_toy_factory, torch.device("cpu"), 4)
-    assert result.max_clips_per_gpu is None and "GPU-only" in result.note
-
-
-def test_profile_core_on_cpu_workload():
-    window = ForecastParams(
-        iterations=500_000, global_batch=8, gpus=8, profile_warmup=1, profile_steps=4
-    )
-    cfg = CostParams(forecast=window)
-    report = profile(_toy_factory, cfg, torch.device("cpu"), "fp32", np.random.default_rng(0))
-    record = report.record
-    assert record.steps.measured == 4 and record.steps.warmup == 1
-    assert record.flops_per_step > 0
-    fc = report.forecast
-    assert fc.iterations == 500_000 and fc.gpus == 8 and fc.steps_measured == 4
-    assert fc.wall_h.low <= fc.wall_h.mean <= fc.wall_h.high
-    assert report.measured.mfu is None  # no peak entry for a CPU
-    assert report.memory.max_clips_per_gpu is None
+    assert result.max_clips_per_device is None and "GPU-only" in result.note
 
 
 @pytest.mark.gpu
@@ -191,7 +195,7 @@ def test_memory_probe_finds_a_fit_on_gpu():
         return lambda: net(batch).sum().backward()
 
     result = probe_memory(factory, device, 4)
-    assert result.max_clips_per_gpu == 4 and all(p.fits for p in result.probed)
+    assert result.max_clips_per_device == 4 and all(p.fits for p in result.probed)
 
 
 def test_run_shorter_than_warmup_has_no_forecast_but_a_reason():
@@ -224,6 +228,8 @@ def test_resumed_sessions_add_up():
                                      "steps_total": 20, "cpu_time_s": 30.0})  # fmt: skip
     overall = all_sessions(second, [first])
     assert overall.sessions == 2 and overall.steps_total == 60
-    assert overall.wall_s == 150.0 and overall.gpu_s == 100 * 8 + 50 * 4
+    assert overall.wall_s == 150.0 and overall.device_s == 100 * 8 + 50 * 4
+    on_cpu = all_sessions(base.model_copy(update={"wall_s": 10.0, "ranks": 2}), [])
+    assert on_cpu.device_s == 20.0  # no GPU: each rank's process is one CPU device
     assert overall.gpu_energy_j == 5.4e6 and overall.cpu_energy_j is None
     assert overall.cpu_time_s == 80.0

@@ -79,21 +79,33 @@ def staged(tmp_path_factory, repo_root):
 
 def test_report_files_are_written(staged):
     out = staged["out"]
-    for name in ("step_time.png", "throughput.png", "power.png"):
-        assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    report = json.loads((out / "cost.json").read_text())
+    steps = list(csv.DictReader((out / "step_time.csv").open()))
+    assert [int(float(r["step"])) for r in steps] == [1, 2, 3, 4]  # the measured steps
+    assert all(float(r["step_s"]) >= float(r["compute_s"]) >= 0.01 for r in steps)
+    rates = list(csv.DictReader((out / "throughput.csv").open()))
+    assert len(rates) == 4 and all(float(r["clips_per_s"]) > 0 for r in rates)
+    assert (out / "power.csv").read_text() == "t_s,power_w\n"  # no GPU sampled: no rows
+    report = json.loads((out / "report.json").read_text())
     measured = report["measured"]
     assert measured["steps_measured"] == 4 and measured["step_time_median_s"] >= 0.012
-    # No GPU here: GPU figures are explicitly null, CPU figures are present.
-    for key in ("gpu_hours", "energy_gpu_kwh", "mfu", "clips_per_s_per_gpu", "peak_allocated_gb"):
+    # No GPU here: GPU figures are explicitly null, CPU figures are present, hours are CPU's.
+    for key in ("energy_gpu_kwh", "mfu", "peak_allocated_gb"):
         assert measured[key] is None, key
+    assert measured["device_kind"] == "cpu" and measured["hours_unit"] == "CPU device-hours"
+    assert measured["devices"] == 1 and measured["device_hours"] > 0
     assert measured["clips_per_s"] > 0 and measured["cpu_hours"] > 0
     assert report["conditions"]["amp"] == "fp32" and report["conditions"]["warmup_excluded"] == 1
-    fc = report["forecast"]
-    assert fc["iterations"] == 500_000 and fc["gpus"] == 8
+    fc = report["forecast"]  # the run's own schedule: params.yaml's iterations on one device
+    assert fc["iterations"] == 40 and fc["devices"] == 1 and not fc["derived"]
     text = (out / "cost.md").read_text()
-    assert "## Forecast for the full schedule" in text and "| gpu_hours | null |" in text
+    assert "## Forecast of the run's schedule" in text and "| CPU device-hours |" in text
     assert "no CUDA device" in text
+    # DVC metrics: flat numbers only (prose and nested groups are in report.json / cost.md).
+    figures = json.loads((out / "cost.json").read_text())
+    assert all(v is None or isinstance(v, int | float) for v in figures.values())
+    assert figures["forecast_wall_h"] == pytest.approx(fc["wall_h"]["mean"])
+    for text in [*(p.read_text() for p in out.iterdir()), json.dumps(figures)]:
+        assert "gpu_hours" not in text and "GPU-h" not in text
 
 
 def test_cost_metrics_and_artifacts_in_the_run(staged):
@@ -102,17 +114,22 @@ def test_cost_metrics_and_artifacts_in_the_run(staged):
     metrics = run.metrics
     assert metrics["cost/step_time_median_s"] >= 0.012
     assert metrics["cost/forecast_wall_h"] > 0
-    assert metrics["cost/forecast_gpu_hours_low"] <= metrics["cost/forecast_gpu_hours_high"]
-    assert "cost/gpu_hours" not in metrics and "cost/mfu" not in metrics  # null: not logged
+    assert metrics["cost/forecast_device_hours_low"] <= metrics["cost/forecast_device_hours_high"]
+    assert "cost/mfu" not in metrics  # null: not logged
+    assert not [key for key in metrics if "gpu_hours" in key]  # a CPU ran: no GPU-hours
     assert run.tags["cost.device"] == "cpu" and run.tags["cost.precision"] == "fp32"
+    assert run.tags["cost.device_kind"] == "cpu"
     artifacts = tracking.list_artifacts(staged["uri"], run.run_id, "cost")
-    assert {"cost/cost.json", "cost/cost.md", "cost/power.png", "cost/cost_raw.json"} <= set(
-        artifacts
-    )
+    expected = {"cost/cost.json", "cost/report.json", "cost/cost.md", "cost/power.csv",
+                "cost/step_time.csv", "cost/cost_raw.json"}  # fmt: skip
+    assert expected <= set(artifacts)
 
 
-def _compare(mlruns, fmt: str, capsys) -> str:
-    args = argparse.Namespace(action="compare", mlruns=mlruns, experiment=[EXPERIMENT], format=fmt)
+def _compare(mlruns, fmt: str, capsys, experiment=(EXPERIMENT,), **options) -> str:
+    args = argparse.Namespace(action="compare", mlruns=mlruns, experiment=list(experiment),
+                              format=fmt, quality=False, page_size=1000)  # fmt: skip
+    for key, value in options.items():
+        setattr(args, key, value)
     assert compare.run(args) == 0
     return capsys.readouterr().out
 
@@ -120,12 +137,14 @@ def _compare(mlruns, fmt: str, capsys) -> str:
 def test_compare_table_formats(staged, capsys):
     table = _compare(staged["mlruns"], "table", capsys)
     header, row = table.splitlines()
-    assert header.split()[:2] == ["experiment", "run"] and "clips/s per GPU" in header
+    assert header.split()[:2] == ["experiment", "run"] and "clips/s per device" in header
     assert row.startswith(EXPERIMENT) and "train-1" in row and "31.5" in row and "USD" in row
+    assert "GPU" not in table  # a CPU run: no GPU-hours, no GPU column
     rows = list(csv.DictReader(io.StringIO(_compare(staged["mlruns"], "csv", capsys))))
-    assert rows[0]["PSNR"] == "31.5" and rows[0]["GPUs"] == "0" and rows[0]["device"] == "cpu"
+    assert rows[0]["PSNR"] == "31.5" and rows[0]["devices"] == "1" and rows[0]["device"] == "cpu"
+    assert rows[0]["device kind"] == "cpu"
     data = json.loads(_compare(staged["mlruns"], "json", capsys))
-    assert data[0]["run_id"] == staged["run_id"] and data[0]["forecast_gpu_hours"] > 0
+    assert data[0]["run_id"] == staged["run_id"] and data[0]["forecast_device_hours"] > 0
     markdown = _compare(staged["mlruns"], "md", capsys)
     assert markdown.splitlines()[1].startswith("| --- |")
 
@@ -133,7 +152,8 @@ def test_compare_table_formats(staged, capsys):
 def test_compare_via_cli_and_missing_store(staged, tmp_path, capsys):
     code = cli.main(["cost", "compare", "--mlruns", str(staged["mlruns"]), "--format", "csv"])
     assert code == 0 and EXPERIMENT in capsys.readouterr().out
-    args = argparse.Namespace(action="compare", mlruns=tmp_path, experiment=None, format="table")
+    args = argparse.Namespace(action="compare", mlruns=tmp_path, experiment=None, format="table",
+                              quality=False, page_size=1000)  # fmt: skip
     with pytest.raises(UserError, match="no MLflow store"):
         compare.run(args)
 
@@ -158,26 +178,33 @@ def test_stage_errors_name_the_file(staged, tmp_path):
         _cost_stage(argv)
 
 
-def test_profile_command_logs_forecast_metrics(staged, tmp_path, capsys):
-    """`e2fgvi profile` times real E2FGVI-HQ training steps (2 local + 1 reference frame)."""
-    params = write_params(
-        tmp_path / "cfg",
-        train__num_local_frames=2,
-        train__num_ref_frames=1,
-        cost__forecast__profile_warmup=1,
-        cost__forecast__profile_steps=2,
-    )
-    out = tmp_path / "profile.json"
-    argv = ["profile", "--params", str(params), "--mlruns",
-            str(staged["mlruns"]), "--out", str(out), "--gpus", "4"]  # fmt: skip
+def test_profile_command_profiles_the_plan_not_params_yaml(staged, tmp_path, capsys):
+    """`e2fgvi profile --plan` times real E2FGVI-HQ training steps of the plan's configuration."""
+    params = write_params(  # its train section is not the plan: 5+3 frames at 216x120
+        tmp_path / "cfg", cost__forecast__profile_warmup=1, cost__forecast__profile_steps=2,
+        train__width=216, train__height=120,
+    )  # fmt: skip
+    plan = write_params(
+        tmp_path / "plan", train__num_local_frames=2, train__num_ref_frames=1,
+        train__batch_size=4, train__nproc_per_node=2, train__iterations=1000,
+    )  # fmt: skip
+    out = tmp_path / "profile"
+    argv = ["profile", "--params", str(params), "--plan", str(plan), "--mlruns",
+            str(staged["mlruns"]), "--out", str(out), "--devices", "4"]  # fmt: skip
     assert cli.main(argv) == 0
-    report = json.loads(out.read_text())
-    assert report["forecast"]["gpus"] == 4 and report["forecast"]["clips_per_gpu"] == 2
-    assert report["memory"]["max_clips_per_gpu"] is None
+    report = json.loads((out / "report.json").read_text())
+    step = report["measurements"][0]["step"]
+    assert (step["width"], step["height"], step["local_frames"]) == (108, 60, 2)  # the plan's
+    assert report["forecast"]["devices"] == 4 and report["forecast"]["clips_per_device"] == 1
+    assert report["measurements"][0]["memory"]["max_clips_per_device"] is None
+    assert [d["field"] for d in report["differences"]] == ["devices"]
+    figures = json.loads((out / "profile.json").read_text())
     (run,) = tracking.search_runs(staged["uri"], ["e2fgvi-sample"])
-    assert run.tags["cost.kind"] == "profile" and run.run_name == "profile-cpu"
-    assert run.metrics["cost/forecast_gpu_hours"] == pytest.approx(
-        report["forecast"]["gpu_hours"]["mean"]
+    assert run.tags["cost.kind"] == "profile" and run.run_name == "profile-params-cpu"
+    assert run.metrics["cost/forecast_device_hours"] == pytest.approx(
+        figures["forecast_device_hours"]
     )
-    assert "cost/forecast_max_clips_per_gpu" not in run.metrics  # null on CPU: not logged
-    assert "forecast for 500000 iterations on 4 GPU(s)" in capsys.readouterr().err
+    assert run.params["plan.width"] == "108" and run.params["plan.devices"] == "4"
+    assert "cost/max_clips_per_device" not in run.metrics  # null on CPU: not logged
+    err = capsys.readouterr().err
+    assert "1000 iterations on 4 cpu device(s)" in err and "CPU device-hours" in err

@@ -104,9 +104,13 @@ def test_download_local_then_prepare(project, tmp_path):
     )
     call_stage(download, ["--out", "raw", "--partial-dir", "raw.partial"])
     assert os.stat(tmp_path / "raw" / "train_all_frames.zip").st_ino == os.stat(train).st_ino
-    call_stage(prepare, ["--raw", "raw", "--out", "yv", "--report", "reports/data.json"])
-    report = json.loads((tmp_path / "reports" / "data.json").read_text())
-    assert report["train"]["frames"] == 7 and report["test"]["videos"] == 1
+    call_stage(prepare, ["--raw", "raw", "--out", "yv", "--report", "reports/data.json",
+                         "--details", "reports/data_details.json"])  # fmt: skip
+    figures = json.loads((tmp_path / "reports" / "data.json").read_text())
+    assert figures["train_frames"] == 7 and figures["test_videos"] == 1
+    assert all(isinstance(v, int) for v in figures.values())  # DVC metrics: flat numbers only
+    report = json.loads((tmp_path / "reports" / "data_details.json").read_text())
+    assert report["train"]["frames"] == 7 and report["test"]["resolutions"]
     assert json.loads((tmp_path / "yv" / "test.json").read_text()) == {"b1": 5}
     # A training clip of 4 + 1 frames: both videos are too short, and both are named.
     project(train__num_local_frames=4)

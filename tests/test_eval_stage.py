@@ -56,12 +56,14 @@ def test_stage_writes_metrics_csv_strip_and_logs_to_the_run(workspace):
     out = root / "reports" / "eval"
     summary = json.loads((out / "metrics.json").read_text())
     assert summary["frames"] == 11 and summary["videos"] == 1
+    assert all(v is None or isinstance(v, int | float) for v in summary.values())  # DVC metrics
+    details = json.loads((out / "details.json").read_text())
     size = yaml.safe_load((root / "params.yaml").read_text())["eval"]
     assert (
-        summary["variant"] == "e2fgvi_hq" and summary["size"] == f"{size['width']}x{size['height']}"
+        details["variant"] == "e2fgvi_hq" and details["size"] == f"{size['width']}x{size['height']}"
     )
     assert 10 < summary["psnr"] < 60 and 0 < summary["ssim"] < 1
-    assert summary["vfid"] is None and "not found" in summary["vfid_note"]
+    assert summary["vfid"] is None and "not found" in details["vfid_note"]
     rows = list(csv.DictReader((out / "per_video.csv").open()))
     assert [r["video"] for r in rows] == ["clip"]
     assert float(rows[0]["psnr"]) == pytest.approx(summary["psnr"], abs=1e-5)
@@ -72,7 +74,7 @@ def test_stage_writes_metrics_csv_strip_and_logs_to_the_run(workspace):
     assert run.metrics["eval/frames"] == 11 and "eval/vfid" not in run.metrics
     assert "not found" in run.tags["eval/vfid_note"]
     assert sorted(list_artifacts(uri, run_id, "eval")) == [
-        "eval/metrics.json", "eval/per_video.csv", "eval/strip.png",
+        "eval/details.json", "eval/metrics.json", "eval/per_video.csv", "eval/strip.png",
     ]  # fmt: skip
 
 

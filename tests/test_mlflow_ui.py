@@ -20,7 +20,7 @@ import pytest
 from e2fgvi.tracking import RunLogger, experiment_id
 
 RUN_NAME = "ui-check-run"
-METRICS = {"cost/gpu_hours": 1.2345, "cost/money": 3.0864}
+METRICS = {"cost/device_hours": 1.2345, "cost/money": 3.0864}
 # Flags for headless chromium here: no sandbox (root in CI), no network chatter.
 CHROMIUM_FLAGS = [
     "--headless",

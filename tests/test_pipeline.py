@@ -2,10 +2,11 @@
 a queued sweep.
 
 The sample profile is shrunk (3 iterations, 2 local + 1 reference frames, one test video), the
-way the lightning-hydra template shrinks its real config; every stage and the MLflow run are
-the real ones. The newcomer's story of issue 11 (both runs by name, with Source, Git commit,
-System metrics, the dataset and a registered model version) is checked through the MLflow
-client, on what the UI shows.
+way the lightning-hydra template shrinks its real config, and so is the plan the profile stage
+forecasts (the sample's network on 2 devices instead of the official recipe); every stage, the
+MLflow run and DVC's own metrics and plots commands are the real ones. The newcomer's story of
+issue 11 (both runs by name, with Source, Git commit, System metrics, the dataset and a
+registered model version) is checked through the MLflow client, on what the UI shows.
 """
 
 from __future__ import annotations
@@ -33,6 +34,18 @@ SHRINK = {
     "cost": {"warmup_steps": 1},
     "tracking": {"experiment": "pipeline-test"},
 }  # fmt: skip
+PLAN = {"train": {"batch_size": 2, "nproc_per_node": 2, "iterations": 1000}}
+WINDOW = {"profile_warmup": 1, "profile_steps": 2}
+METRICS_FILES = ("reports/data.json", "reports/train.json", "reports/eval/metrics.json",
+                 "reports/cost/cost.json", "reports/profile/profile.json")  # fmt: skip
+# Each data plot of dvc.yaml: its x and its y columns.
+DATA_PLOTS = {
+    "Training losses": ("step", {"loss/generator", "loss/hole", "loss/valid", "loss/flow",
+                                 "loss/discriminator"}),
+    "Step time (s)": ("step", {"step_s", "compute_s", "data_s"}),
+    "Throughput (clips/s)": ("step", {"clips_per_s"}),
+    "GPU power (W)": ("t_s", {"power_w"}),
+}  # fmt: skip
 STAGES = ("download", "pretrained", "prepare", "masks", "train", "evaluate", "cost", "profile")
 
 
@@ -59,7 +72,16 @@ def repro(tmp_path_factory) -> tuple[Path, str]:
     params = yaml.safe_load((copy / "params.yaml").read_text())
     for section, values in SHRINK.items():
         params[section].update(values)
+    params["cost"]["forecast"].update(WINDOW)
     (copy / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    plan = yaml.safe_load((copy / "params.yaml").read_text())
+    plan["train"].update(PLAN["train"])
+    (copy / "plan.yaml").write_text(yaml.safe_dump(plan, sort_keys=False))
+    dvc_yaml = (copy / "dvc.yaml").read_text()
+    assert "plan: params.official.yaml" in dvc_yaml
+    (copy / "dvc.yaml").write_text(
+        dvc_yaml.replace("plan: params.official.yaml", "plan: plan.yaml")
+    )
     (copy / "dvc.lock").unlink(missing_ok=True)
     git_commit_all(copy)
     return copy, _run(copy, str(Path(sys.executable).parent / "dvc"), "repro")
@@ -84,23 +106,58 @@ def test_one_mlflow_run_holds_training_evaluation_and_cost(repro):
     assert run.run_id == ref["run_id"]
     assert run.params["train.iterations"] == "3"
     for metric in ("loss/generator", "loss/hole", "eval/psnr", "eval/ssim", "cost/clips_per_s",
-                   "cost/step_time_median_s", "cost/forecast_gpu_hours", "cost/forecast_money",
-                   "cost/forecast_wall_h"):  # fmt: skip
+                   "cost/step_time_median_s", "cost/forecast_device_hours", "cost/forecast_money",
+                   "cost/forecast_wall_h", "cost/device_hours"):  # fmt: skip
         assert metric in run.metrics, metric
+    assert not [key for key in run.metrics if "gpu_hours" in key]  # a CPU ran
     assert [s for s, _ in tracking.metric_history(ref["uri"], run.run_id, "loss/hole")] == [1, 2, 3]
     evaluated = json.loads((copy / "reports" / "eval" / "metrics.json").read_text())
     assert run.metrics["eval/psnr"] == pytest.approx(evaluated["psnr"])
     cost = json.loads((copy / "reports" / "cost" / "cost.json").read_text())
-    assert (
-        json.dumps(cost).count("forecast") > 0 and (copy / "reports" / "cost" / "cost.md").exists()
-    )
+    assert cost["forecast_wall_h"] > 0 and (copy / "reports" / "cost" / "cost.md").exists()
     artifacts = set(tracking.list_artifacts(ref["uri"], run.run_id))
     assert {"checkpoints", "images"} <= artifacts  # sample strips are stepped images
     (profiled,) = _runs(copy, "profile")
-    profile = json.loads((copy / "reports" / "profile.json").read_text())
-    assert profiled.metrics["cost/forecast_gpu_hours"] == pytest.approx(
-        profile["forecast"]["gpu_hours"]["mean"]
+    profile = json.loads((copy / "reports" / "profile" / "report.json").read_text())
+    assert profile["plan"]["source"] == "plan.yaml" and profile["plan"]["schedule"]["devices"] == 2
+    assert profiled.metrics["cost/forecast_device_hours"] == pytest.approx(
+        profile["forecast"]["device_hours"]["mean"]
     )
+    assert profiled.params["plan.devices"] == "2" and profiled.params["measured.devices"] == "1"
+
+
+def test_dvc_metrics_are_flat_numbers_for_every_stage(repro):
+    """`dvc metrics show --json` lists every stage's metrics file, each a flat map of numbers."""
+    copy, _ = repro
+    shown = json.loads(_dvc(copy, "metrics", "show", "--json"))
+    files = shown[""]["data"]
+    assert set(METRICS_FILES) <= set(files), sorted(files)
+    for name in METRICS_FILES:
+        data = files[name]["data"]
+        assert data, name
+        for key, value in data.items():
+            assert isinstance(value, int | float) and not isinstance(value, bool), (name, key)
+    columns = set(_dvc(copy, "exp", "show", "--csv").splitlines()[0].split(","))
+    prose = {"vfid_note", "variant", "size", "output_resolution", "notes", "assumptions",
+             "forecast_note", "band", "device_names", "hours_unit"}  # fmt: skip
+    assert not prose & columns, prose & columns
+
+
+def test_every_plot_has_an_explicit_x_and_y(repro):
+    """`dvc plots show --json`: the data plots with their x and y, and one image (the strip)."""
+    copy, _ = repro
+    plots = json.loads(_dvc(copy, "plots", "show", "--json"))["data"]
+    assert set(plots) == {*DATA_PLOTS, "reports/eval/strip.png"}, sorted(plots)
+    assert plots["reports/eval/strip.png"][0]["type"] == "image"
+    assert plots["GPU power (W)"] == []  # a CPU run: the power CSV has a header and no rows
+    for title, (x, ys) in DATA_PLOTS.items():
+        if title == "GPU power (W)":
+            continue
+        (plot,) = plots[title]
+        content = plot["content"]
+        assert plot["type"] == "vega" and content["encoding"]["x"]["field"] == x, title
+        values = content["data"]["values"]
+        assert {v["field"] for v in values} == ys and all(x in v for v in values), title
 
 
 @pytest.fixture(scope="module")
@@ -112,9 +169,10 @@ def experiment(repro) -> str:
 
 def test_dvc_exp_run_with_a_changed_param_is_a_new_tracked_experiment(repro, experiment):
     copy, _ = repro
-    for stage in ("train", "evaluate", "cost", "profile"):
+    for stage in ("train", "evaluate", "cost"):
         assert f"Running stage '{stage}'" in experiment, stage
     assert "Running stage 'prepare'" not in experiment  # data stages are untouched
+    assert "Running stage 'profile'" not in experiment  # the plan did not change
     runs = _runs(copy, "train")
     assert sorted(r.params["train.lr"] for r in runs) == ["0.0001", "0.0002"]
     newest = runs[0]

@@ -299,7 +299,7 @@ def test_stages_log_over_http_into_postgres_and_cost_compare_reads_it(team, repr
     assert run.run_id == ref["run_id"] and run.status == "FINISHED"
     assert run.params["train.iterations"] == "2"
     for metric in ("loss/generator", "eval/psnr", "eval/ssim", "cost/step_time_median_s",
-                   "cost/forecast_gpu_hours"):  # fmt: skip
+                   "cost/forecast_device_hours"):  # fmt: skip
         assert metric in run.metrics, metric
     evaluated = json.loads((copy / "reports" / "eval" / "metrics.json").read_text())
     assert run.metrics["eval/psnr"] == pytest.approx(evaluated["psnr"])

@@ -21,7 +21,7 @@ from helpers import finish_train, history_rows, start_train, train_env, wait_row
 
 from e2fgvi import tracking
 from e2fgvi.config import load_params
-from e2fgvi.cost.forecast import StepSample, forecast
+from e2fgvi.cost.forecast import Schedule, StepSample, forecast
 from e2fgvi.cost.summary import summarise
 from e2fgvi.measure.record import read_record
 from e2fgvi.model import InpaintGenerator, load_generator_state
@@ -175,9 +175,9 @@ def test_forecast_from_the_first_steps_predicts_the_rest_of_the_run(full_run, ca
     times = [row[column] for row in series["rows"] if row[column] is not None]
     assert len(times) == 7 and rank["steps"]["warmup"] == 1
     cfg = load_params(full_run / "params.yaml").cost
-    plan = cfg.forecast.model_copy(update={"iterations": len(times), "global_batch": 1, "gpus": 1})
-    first = StepSample.from_times(times[:3], clips_per_gpu=1)
-    predicted = forecast(first, cfg, np.random.default_rng(0), plan=plan).wall_h
+    plan = Schedule(iterations=len(times), global_batch=1, devices=1)
+    first = StepSample.from_times(times[:3], clips_per_device=1)
+    predicted = forecast(first, cfg, np.random.default_rng(0), plan, "cpu").wall_h
     error = predicted.mean * 3600 / sum(times) - 1
     with capsys.disabled():
         print(f"\nforecast of 7 sample-profile steps from the first 3: error {100 * error:+.1f} %"

@@ -182,18 +182,26 @@ class EvalParams(_Section):
 
 
 class ForecastParams(_Section):
-    iterations: int = Field(default=500_000, ge=1)
-    global_batch: int = Field(default=8, ge=1)
-    gpus: int = Field(default=8, ge=1)
+    """The profiling window of ``e2fgvi profile`` and how much a derived figure widens its band.
+
+    What is forecast (the plan: model configuration, global batch, devices, iterations) is a
+    whole params file, ``params.official.yaml`` by default, never this section.
+    """
+
     profile_warmup: int = Field(default=3, ge=0)
     profile_steps: int = Field(default=20, ge=2)
     probe_max_clips: int = Field(default=8, ge=1)
+    # Relative widening of both band ends for each figure derived rather than measured (clips
+    # scaled by counted FLOPs, a precision that could not run here, DDP scaling not measured).
+    derived_margin: float = Field(default=0.25, ge=0, lt=1)
 
 
 class CostParams(_Section):
     warmup_steps: int = Field(default=10, ge=0)
     nvml_interval_s: float = Field(default=0.5, gt=0)
     price_per_gpu_hour: float = Field(default=2.5, ge=0)
+    # What one CPU device (one training process's machine) costs per hour.
+    price_per_cpu_device_hour: float = Field(default=0.1, ge=0)
     price_per_kwh: float = Field(default=0.15, ge=0)
     currency: str = "USD"
     # Dense peak TFLOP/s by device-name substring and precision; used only for MFU.

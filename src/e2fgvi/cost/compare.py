@@ -1,4 +1,12 @@
-"""``e2fgvi cost compare``: one table of measured and forecast cost across MLflow runs."""
+"""``e2fgvi cost compare``: cost, and quality per cost, across MLflow runs and experiments.
+
+The default table puts each run's measured and forecast cost side by side; ``--quality`` puts
+quality next to cost: PSNR and SSIM, per device-hour and per unit of money, and whether the run
+is on the frontier (no other run of the same device kind reached a higher PSNR for fewer
+device-hours). Device-hours are hours of the device kind the run measured (``kind`` column):
+GPU-hours and CPU device-hours are never mixed on one frontier. Runs are read through MLflow's
+search API page by page, so nothing is cut at a page size.
+"""
 
 from __future__ import annotations
 
@@ -14,26 +22,53 @@ from typing import Any
 from e2fgvi import tracking
 from e2fgvi.errors import UserError
 
-COLUMNS = (
+COST_COLUMNS = (
     ("experiment", "experiment"),
     ("run", "run"),
     ("kind", "kind"),
+    ("device_kind", "device kind"),
     ("device", "device"),
-    ("gpus", "GPUs"),
-    ("clips_per_s_per_gpu", "clips/s per GPU"),
-    ("gpu_hours_per_1k_iter", "GPU-h per 1k it"),
-    ("forecast_gpu_hours", "forecast GPU-h"),
+    ("devices", "devices"),
+    ("clips_per_s_per_device", "clips/s per device"),
+    ("device_hours_per_1k_iter", "device-h per 1k it"),
+    ("forecast_wall_h", "forecast wall h"),
+    ("forecast_device_hours", "forecast device-h"),
     ("forecast_money", "forecast money"),
     ("psnr", "PSNR"),
+    ("ssim", "SSIM"),
+)
+QUALITY_COLUMNS = (
+    ("experiment", "experiment"),
+    ("run", "run"),
+    ("device_kind", "device kind"),
+    ("device", "device"),
+    ("device_hours", "device-h"),
+    ("money", "money"),
+    ("psnr", "PSNR"),
+    ("ssim", "SSIM"),
+    ("psnr_per_device_hour", "PSNR per device-h"),
+    ("ssim_per_device_hour", "SSIM per device-h"),
+    ("psnr_per_money", "PSNR per money"),
+    ("ssim_per_money", "SSIM per money"),
+    ("frontier", "frontier"),
 )
 _METRICS = {
-    "gpus": "cost/gpus",
-    "clips_per_s_per_gpu": "cost/clips_per_s_per_gpu",
-    "gpu_hours_per_1k_iter": "cost/gpu_hours_per_1k_iter",
-    "forecast_gpu_hours": "cost/forecast_gpu_hours",
+    "devices": "cost/devices",
+    "clips_per_s_per_device": "cost/clips_per_s_per_device",
+    "device_hours_per_1k_iter": "cost/device_hours_per_1k_iter",
+    "device_hours": "cost/device_hours",
+    "money": "cost/money",
+    "forecast_wall_h": "cost/forecast_wall_h",
+    "forecast_device_hours": "cost/forecast_device_hours",
     "forecast_money": "cost/forecast_money",
     "psnr": "eval/psnr",
+    "ssim": "eval/ssim",
 }
+_MONEY = ("money", "forecast_money")
+
+
+def _per(quality: float | None, cost: float | None) -> float | None:
+    return quality / cost if quality is not None and cost else None
 
 
 def rows(runs: list[tracking.RunRecord]) -> list[dict[str, Any]]:
@@ -43,21 +78,44 @@ def rows(runs: list[tracking.RunRecord]) -> list[dict[str, Any]]:
         values = {key: run.metrics.get(metric) for key, metric in _METRICS.items()}
         if all(v is None for v in values.values()):
             continue
-        money = values["forecast_money"]
-        currency = run.tags.get("cost.currency", "")
         table.append(
             {
                 "experiment": run.experiment,
                 "run": run.run_name or run.run_id[:8],
                 "run_id": run.run_id,
                 "kind": run.tags.get("cost.kind", ""),
+                "device_kind": run.tags.get("cost.device_kind", ""),
                 "device": run.tags.get("cost.device", ""),
+                "currency": run.tags.get("cost.currency", ""),
                 **values,
-                "gpus": int(values["gpus"]) if values["gpus"] is not None else None,
-                "currency": currency if money is not None else "",
+                "devices": int(values["devices"]) if values["devices"] is not None else None,
+                "psnr_per_device_hour": _per(values["psnr"], values["device_hours"]),
+                "ssim_per_device_hour": _per(values["ssim"], values["device_hours"]),
+                "psnr_per_money": _per(values["psnr"], values["money"]),
+                "ssim_per_money": _per(values["ssim"], values["money"]),
             }
         )
     return table
+
+
+def _dominates(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    """``a`` costs no more device-hours and scores no lower PSNR than ``b``, and differs."""
+    cheaper, better = a["device_hours"] <= b["device_hours"], a["psnr"] >= b["psnr"]
+    return cheaper and better and (a["device_hours"], a["psnr"]) != (b["device_hours"], b["psnr"])
+
+
+def quality_rows(table: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Runs with both PSNR and device-hours, cheapest first, each marked on the frontier or not.
+
+    The frontier is per device kind: hours of different kinds are not comparable.
+    """
+    scored = [r for r in table if r["psnr"] is not None and r["device_hours"] is not None]
+    marked = []
+    for row in scored:
+        peers = [r for r in scored if r["device_kind"] == row["device_kind"]]
+        frontier = not any(_dominates(other, row) for other in peers)
+        marked.append({**row, "frontier": "yes" if frontier else "no"})
+    return sorted(marked, key=lambda r: (r["device_kind"], r["device_hours"], -r["psnr"]))
 
 
 def _cell(value: Any) -> str:
@@ -68,15 +126,18 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
-def render(table: list[dict[str, Any]], fmt: str) -> str:
+def render(table: list[dict[str, Any]], fmt: str, columns=COST_COLUMNS) -> str:
     """The table as text (aligned), csv, json or md."""
     if fmt == "json":
         return json.dumps(table, indent=2) + "\n"
-    header = [title for _, title in COLUMNS]
-    body = [[_cell(row[key]) for key, _ in COLUMNS] for row in table]
-    for line, row in zip(body, table, strict=True):
-        if row["currency"]:
-            line[header.index("forecast money")] += f" {row['currency']}"
+    header = [title for _, title in columns]
+    body = []
+    for row in table:
+        line = [_cell(row[key]) for key, _ in columns]
+        for i, (key, _) in enumerate(columns):
+            if key in _MONEY and row[key] is not None and row["currency"]:
+                line[i] += f" {row['currency']}"
+        body.append(line)
     if fmt == "csv":
         buffer = io.StringIO()
         writer = csv.writer(buffer, lineterminator="\n")
@@ -95,22 +156,41 @@ def render(table: list[dict[str, Any]], fmt: str) -> str:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("action", choices=["compare"], help="what to do with the cost records")
     parser.add_argument("--mlruns", type=Path, default=Path("mlruns"), help="MLflow store folder")
-    parser.add_argument("--experiment", action="append", help="experiment name (repeatable)")
+    parser.add_argument(
+        "--experiment", action="append", help="experiment name (repeatable; default: all)"
+    )
+    parser.add_argument(
+        "--quality",
+        action="store_true",
+        help="quality per cost: PSNR/SSIM per device-hour and per money, and the frontier",
+    )
     parser.add_argument("--format", choices=["table", "csv", "json", "md"], default="table")
+    parser.add_argument(
+        "--page-size",
+        type=int,
+        default=tracking.PAGE_SIZE,
+        help="runs per MLflow search request (all pages are read)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     if not os.environ.get("MLFLOW_TRACKING_URI") and not (args.mlruns / "mlflow.db").exists():
         raise UserError(f"{args.mlruns}: no MLflow store here (mlflow.db); pass --mlruns DIR")
+    if args.page_size < 1:
+        raise UserError("--page-size must be positive")
     uri = tracking.tracking_uri(args.mlruns)
     try:
-        runs = tracking.search_runs(uri, args.experiment)
+        runs = tracking.search_runs(uri, args.experiment, page_size=args.page_size)
     except Exception as exc:  # MLflow raises its own and requests' errors for a server that is down
         reason = tracking.refusal(exc) or (
             f"{type(exc).__name__}; start the tracking server or fix MLFLOW_TRACKING_URI"
         )
         raise UserError(f"{uri}: cannot read the MLflow runs: {reason}") from None
     table = rows(runs)
+    if args.quality:
+        text = render(quality_rows(table), args.format, QUALITY_COLUMNS)
+    else:
+        text = render(table, args.format)
     # The table is this command's output, so it goes to stdout (logs go to stderr).
-    sys.stdout.write(render(table, args.format))
+    sys.stdout.write(text)
     return 0

@@ -1,10 +1,15 @@
-"""Forecast a full training schedule from measured steps (pure arithmetic).
+"""Forecast a training schedule from measured steps (pure arithmetic).
 
-Used by ``e2fgvi profile`` (a short profiling window before launch) and by the ``cost`` stage
-(the training run's own measured steps). The method follows peers §3.4: warm-up dropped,
-steady-state seconds per step, extrapolated to the configured iterations; the band is the
-p10–p90 range of a block bootstrap of the mean step time (blocks = the record's contiguous
-step windows, so slow drifts are resampled as a whole rather than averaged away).
+Used by ``e2fgvi profile`` (steps of the plan's configuration, before launch) and by the ``cost``
+stage (the training run's own steps, forecasting its own schedule). The method follows peers
+§3.4: warm-up dropped, steady-state seconds per step, extrapolated to the schedule's iterations;
+the band is the p10–p90 range of a block bootstrap of the mean step time (blocks = the record's
+contiguous step windows, so slow drifts are resampled as a whole rather than averaged away).
+
+Units say what was measured: device-hours are hours of the measured device kind (GPU-hours only
+when a GPU ran). Every figure not measured directly (clips per device scaled by counted FLOPs,
+a precision that could not run, DDP over devices not measured) is listed in ``derivation`` and
+widens both ends of the band by ``cost.forecast.derived_margin``.
 """
 
 from __future__ import annotations
@@ -14,35 +19,49 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from e2fgvi.config import CostParams, ForecastParams
+from e2fgvi.config import CostParams
 from e2fgvi.errors import UserError
 from e2fgvi.measure.record import FrozenModel, RankRecord
 
 ASSUMPTIONS = (
-    "step time scales linearly with clips per GPU when the plan's differs from the measured one",
-    "GPUs of the plan run as fast as the measured device; DDP communication beyond what "
-    "the measured run contained is not modelled",
-    "energy = measured mean GPU power x GPUs x wall time (GPU only; CPU, DRAM and PUE excluded)",
-    "money = GPU-hours x price_per_gpu_hour + energy x price_per_kwh (set one price to 0 to "
-    "count only rental or only electricity)",
+    "the schedule's devices are of the measured kind and each runs as fast as the measured one",
+    "energy = measured mean power per device x devices x wall time (GPU: NVML; CPU: RAPL "
+    "package power, machine-wide; PUE excluded); null where power was not measured",
+    "money = device-hours x the price of the measured kind (cost.price_per_gpu_hour or "
+    "cost.price_per_cpu_device_hour) + energy x cost.price_per_kwh",
 )
+
+
+def kind_label(device_kind: str) -> str:
+    """``GPU`` for CUDA devices, else the kind in capitals (``CPU``)."""
+    return "GPU" if device_kind == "cuda" else device_kind.upper()
+
+
+def hours_unit(device_kind: str) -> str:
+    """What an hour of the measured devices is called: GPU-hours only when a GPU ran."""
+    return "GPU-hours" if device_kind == "cuda" else f"{kind_label(device_kind)} device-hours"
+
+
+def price_per_device_hour(cfg: CostParams, device_kind: str) -> float:
+    """The price of one device-hour of the measured kind."""
+    return cfg.price_per_gpu_hour if device_kind == "cuda" else cfg.price_per_cpu_device_hour
 
 
 @dataclass(frozen=True)
 class StepSample:
-    """Measured step times as block means with their step counts, and clips per GPU per step."""
+    """Measured step times as block means with their step counts, and clips per device."""
 
     means: tuple[float, ...]
     counts: tuple[int, ...]
-    clips_per_gpu: float
+    clips_per_device: float
 
     @property
     def steps(self) -> int:
         return int(sum(self.counts))
 
     @classmethod
-    def from_times(cls, times: Sequence[float], clips_per_gpu: float) -> StepSample:
-        return cls(tuple(float(t) for t in times), (1,) * len(times), clips_per_gpu)
+    def from_times(cls, times: Sequence[float], clips_per_device: float) -> StepSample:
+        return cls(tuple(float(t) for t in times), (1,) * len(times), clips_per_device)
 
     @classmethod
     def from_rank(cls, rank: RankRecord) -> StepSample:
@@ -56,6 +75,23 @@ class StepSample:
         return cls(tuple(m for m, _ in pairs), tuple(n for _, n in pairs), rank.clips_per_step)
 
 
+class Schedule(FrozenModel):
+    """What is forecast: iterations of a global batch split over devices."""
+
+    iterations: int
+    devices: int
+    global_batch: int
+
+    @property
+    def clips_per_device(self) -> int:
+        if self.global_batch % self.devices:
+            raise UserError(
+                f"global batch {self.global_batch} does not split over {self.devices} devices "
+                "(train.batch_size must be a multiple of train.nproc_per_node x train.nnodes)"
+            )
+        return self.global_batch // self.devices
+
+
 class Band(FrozenModel):
     """A forecast figure: the mean and the band's low and high ends."""
 
@@ -66,26 +102,44 @@ class Band(FrozenModel):
     def scaled(self, factor: float) -> Band:
         return Band(mean=self.mean * factor, low=self.low * factor, high=self.high * factor)
 
+    def plus(self, other: Band) -> Band:
+        return Band(
+            mean=self.mean + other.mean, low=self.low + other.low, high=self.high + other.high
+        )
+
+    def widened(self, margin: float, times: int) -> Band:
+        """Both ends moved out by ``margin`` (relative), ``times`` over."""
+        return Band(
+            mean=self.mean,
+            low=self.low * (1 - margin) ** times,
+            high=self.high * (1 + margin) ** times,
+        )
+
 
 class Forecast(FrozenModel):
-    """What the plan will cost, extrapolated from measured steps, with the assumptions made."""
+    """What a schedule will cost, extrapolated from measured steps, and how it was derived."""
 
     iterations: int
-    gpus: int
+    devices: int
     global_batch: int
-    clips_per_gpu: int
-    measured_clips_per_gpu: float
+    clips_per_device: int
+    device_kind: str
+    hours_unit: str
+    measured_devices: int
+    measured_clips_per_device: float
     steps_measured: int
     blocks: int
     step_s: Band
     wall_h: Band
-    gpu_hours: Band
-    gpu_power_w: float | None
+    device_hours: Band
+    device_power_w: float | None
     energy_kwh: Band | None
     money: Band
     money_includes_energy: bool
     currency: str
     band: str
+    derived: bool
+    derivation: list[str]
     assumptions: list[str]
 
 
@@ -106,66 +160,85 @@ def bootstrap_mean(
     return mean, float(low), float(high)
 
 
-def plan_clips_per_gpu(plan: ForecastParams) -> int:
-    if plan.global_batch % plan.gpus:
-        raise UserError(
-            f"params.yaml: cost.forecast.global_batch ({plan.global_batch}) must be a multiple "
-            f"of cost.forecast.gpus ({plan.gpus})"
+def _derivation(sample: StepSample, schedule: Schedule, measured_devices: int) -> list[str]:
+    """What the schedule has that the measured steps did not: each becomes a stated derivation."""
+    steps = []
+    clips = schedule.clips_per_device
+    if clips != sample.clips_per_device:
+        steps.append(
+            f"step time scaled by counted FLOPs from {sample.clips_per_device:g} to {clips} clips "
+            f"per device (x{clips / sample.clips_per_device:.3g}; a step's FLOPs are linear in "
+            "its clips)"
         )
-    return plan.global_batch // plan.gpus
+    if schedule.devices != measured_devices:
+        steps.append(
+            f"DDP over {schedule.devices} devices not measured ({measured_devices} measured): "
+            "assumed to scale perfectly, communication not modelled"
+        )
+    return steps
 
 
 def forecast(
     sample: StepSample,
     cfg: CostParams,
     rng: np.random.Generator,
-    gpu_power_w: float | None = None,
-    plan: ForecastParams | None = None,
+    schedule: Schedule,
+    device_kind: str,
+    *,
+    measured_devices: int = 1,
+    power_w: float | None = None,
+    derivation: Sequence[str] = (),
 ) -> Forecast:
-    """Wall time, GPU-hours, energy and money of ``plan`` (default ``cfg.forecast``), with band."""
-    plan = plan or cfg.forecast
-    clips = plan_clips_per_gpu(plan)
-    scale = clips / sample.clips_per_gpu
-    mean, low, high = (v * scale for v in bootstrap_mean(sample, rng))
-    step_s = Band(mean=mean, low=low, high=high)
-    gpu_hours = step_s.scaled(plan.iterations * plan.gpus / 3600.0)
-    energy = None
-    if gpu_power_w is not None:
-        energy = step_s.scaled(plan.iterations * plan.gpus * gpu_power_w / 3.6e6)
-    wall_s = step_s.scaled(plan.iterations)
-    money = gpu_hours.scaled(cfg.price_per_gpu_hour)
+    """Wall time, device-hours, energy and money of ``schedule``, with band and derivation.
+
+    ``power_w`` is the measured mean power of one device; ``derivation`` lists differences the
+    caller already knows of (e.g. a precision that could not run), each widening the band.
+    """
+    clips = schedule.clips_per_device
+    steps = [*derivation, *_derivation(sample, schedule, measured_devices)]
+    mean, low, high = (v * clips / sample.clips_per_device for v in bootstrap_mean(sample, rng))
+    step_s = Band(mean=mean, low=low, high=high).widened(cfg.forecast.derived_margin, len(steps))
+    device_hours = step_s.scaled(schedule.iterations * schedule.devices / 3600.0)
+    energy = device_hours.scaled(power_w / 1000.0) if power_w is not None else None
+    money = device_hours.scaled(price_per_device_hour(cfg, device_kind))
     if energy is not None:
-        money = Band(
-            mean=money.mean + energy.mean * cfg.price_per_kwh,
-            low=money.low + energy.low * cfg.price_per_kwh,
-            high=money.high + energy.high * cfg.price_per_kwh,
-        )
+        money = money.plus(energy.scaled(cfg.price_per_kwh))
     return Forecast(
-        iterations=plan.iterations,
-        gpus=plan.gpus,
-        global_batch=plan.global_batch,
-        clips_per_gpu=clips,
-        measured_clips_per_gpu=sample.clips_per_gpu,
+        iterations=schedule.iterations,
+        devices=schedule.devices,
+        global_batch=schedule.global_batch,
+        clips_per_device=clips,
+        device_kind=device_kind,
+        hours_unit=hours_unit(device_kind),
+        measured_devices=measured_devices,
+        measured_clips_per_device=sample.clips_per_device,
         steps_measured=sample.steps,
         blocks=len(sample.means),
         step_s=step_s,
-        wall_h=Band(**{k: v / 3600.0 for k, v in wall_s.model_dump().items()}),
-        gpu_hours=gpu_hours,
-        gpu_power_w=gpu_power_w,
+        wall_h=step_s.scaled(schedule.iterations / 3600.0),
+        device_hours=device_hours,
+        device_power_w=power_w,
         energy_kwh=energy,
         money=money,
         money_includes_energy=energy is not None,
         currency=cfg.currency,
-        band="p10-p90 of a block bootstrap of the mean step time",
+        band="p10-p90 of a block bootstrap of the mean step time"
+        + (f", widened by {cfg.forecast.derived_margin:g} per derived figure" if steps else ""),
+        derived=bool(steps),
+        derivation=steps,
         assumptions=list(ASSUMPTIONS),
     )
 
 
-def forecast_metrics(result: Forecast) -> dict[str, float | None]:
-    """``cost/forecast_…`` metrics (mean, low, high) for MLflow."""
-    metrics: dict[str, float | None] = {}
-    for key in ("step_s", "wall_h", "gpu_hours", "energy_kwh", "money"):
+FORECAST_KEYS = ("step_s", "wall_h", "device_hours", "energy_kwh", "money")
+
+
+def forecast_metrics(result: Forecast) -> dict[str, float | int | None]:
+    """``forecast_…`` figures (mean, low, high), flat: DVC metrics and, prefixed, MLflow."""
+    metrics: dict[str, float | int | None] = {}
+    for key in FORECAST_KEYS:
         band = getattr(result, key)
         for part, suffix in (("mean", ""), ("low", "_low"), ("high", "_high")):
-            metrics[f"cost/forecast_{key}{suffix}"] = getattr(band, part) if band else None
+            metrics[f"forecast_{key}{suffix}"] = getattr(band, part) if band else None
+    metrics["forecast_derivations"] = len(result.derivation)
     return metrics

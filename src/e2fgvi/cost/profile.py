@@ -1,16 +1,19 @@
-"""``e2fgvi profile``: measure a few real training steps here and forecast the full schedule.
+"""``e2fgvi profile``: measure real training steps of a plan here and forecast what it costs.
 
-The core (``profile``) takes a step factory, ``clips per GPU -> step function``, where a step
-function runs one complete training step on a fixed batch already on the device. The real
-factory is ``e2fgvi.train.profiling.make_training_step``, the single integration point with the
-trainer. ``run_profile`` is what both the ``profile`` DVC stage and this subcommand call.
+A plan is a params file (``--plan``, ``params.official.yaml`` by default; see
+``e2fgvi.cost.plan``). The core (``measure``) takes a step factory, ``clips per device -> step
+function``, where a step function runs one complete training step on a fixed batch already on
+the device; the real factory is ``e2fgvi.train.profiling.make_training_step`` on the plan's
+model configuration. Each measured precision gets its own window (and, on a GPU, memory probe);
+the plan's own precision, or fp32 where it cannot run here, is the primary measurement the
+plan's forecast comes from. ``run_profile`` is what both the ``profile`` DVC stage and this
+subcommand call.
 """
 
 from __future__ import annotations
 
 import argparse
 import gc
-import json
 import logging
 from collections.abc import Callable
 from pathlib import Path
@@ -18,18 +21,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from e2fgvi import tracking
-from e2fgvi.atomic import write_json
 from e2fgvi.config import CostParams, Params, load_params
-from e2fgvi.cost.forecast import plan_clips_per_gpu
+from e2fgvi.cost import profile_report
 from e2fgvi.cost.mfu import precision_of
-from e2fgvi.cost.publish import log_report
-from e2fgvi.cost.summary import CostReport, build_report
+from e2fgvi.cost.plan import Plan, StepShape, load_plan, measured_params
+from e2fgvi.cost.profile_report import Measurement, MemoryProbe, ProbedSize, ProfileReport
+from e2fgvi.cost.summary import summarise
 from e2fgvi.devices import pick_device
 from e2fgvi.errors import UserError
 from e2fgvi.measure.flops import measure_step_flops
 from e2fgvi.measure.meter import CostMeter
-from e2fgvi.measure.record import FrozenModel, RankRecord
+from e2fgvi.measure.record import RankRecord
 from e2fgvi.measure.totals import merge_ranks
 from e2fgvi.train.profiling import StepFn, make_training_step
 
@@ -38,43 +40,20 @@ log = logging.getLogger(__name__)
 StepFactory = Callable[[int], StepFn]
 
 
-class ProbedSize(FrozenModel):
-    clips: int
-    fits: bool
-    peak_reserved_gb: float
-
-
-class MemoryProbe(FrozenModel):
-    """The largest clips per GPU whose training step fits, and every size tried."""
-
-    max_clips_per_gpu: int | None
-    limit: int
-    probed: list[ProbedSize]
-    total_gb: float | None = None
-    note: str
-
-
-class ProfileReport(CostReport):
-    """The cost report of the profiling window, its memory probe and the meter's record."""
-
-    memory: MemoryProbe
-    record: RankRecord
-
-
 def profile_steps(
-    step_fn: StepFn,
-    cfg: CostParams,
-    device: torch.device,
-    clips: int,
-    flops_per_step: float | None = None,
+    step_fn: StepFn, cfg: CostParams, device: torch.device, clips: int, flops: float | None = None
 ) -> RankRecord:
-    """Run the profiling window (warm-up + measured steps) and return the meter's record."""
+    """Run the profiling window (warm-up + measured steps) and return the meter's record.
+
+    ``flops`` given means one step already ran (counting them): it was the first warm-up step.
+    """
     window = cfg.forecast
-    meter = CostMeter(cfg.model_copy(update={"warmup_steps": window.profile_warmup}), device, clips)
-    if flops_per_step is not None:
-        meter.set_flops_per_step(flops_per_step)
+    warmup = max(0, window.profile_warmup - (flops is not None))
+    meter = CostMeter(cfg.model_copy(update={"warmup_steps": warmup}), device, clips)
+    if flops is not None:
+        meter.set_flops_per_step(flops)
     meter.start()
-    for step in range(window.profile_warmup + window.profile_steps):
+    for step in range(warmup + window.profile_steps):
         with meter.compute():
             step_fn()
         meter.end_step(step)
@@ -96,10 +75,10 @@ def largest_fitting(fits: Callable[[int], bool], limit: int) -> int:
 
 
 def probe_memory(make_step: StepFactory, device: torch.device, limit: int) -> MemoryProbe:
-    """The largest clips per GPU whose real training step fits in memory (GPU only)."""
+    """The largest clips per device whose real training step fits in memory (GPU only)."""
     if device.type != "cuda":
         return MemoryProbe(
-            max_clips_per_gpu=None,
+            max_clips_per_device=None,
             limit=limit,
             probed=[],
             note=f"memory probing is GPU-only (device is {device.type})",
@@ -125,115 +104,184 @@ def probe_memory(make_step: StepFactory, device: torch.device, limit: int) -> Me
 
     best = largest_fitting(fits, limit)
     return MemoryProbe(
-        max_clips_per_gpu=best,
+        max_clips_per_device=best,
         limit=limit,
         probed=probed,
         total_gb=torch.cuda.get_device_properties(device).total_memory / 2**30,
-        note="largest clips per GPU whose step ran twice without OOM (searched up to limit)",
+        note="largest clips per device whose step ran twice without OOM (searched up to limit)",
     )
 
 
-def profile(
+def measure(
     make_step: StepFactory,
     cfg: CostParams,
     device: torch.device,
-    precision: str,
-    rng: np.random.Generator,
-) -> ProfileReport:
-    """Profile at the plan's clips per GPU, count FLOPs, probe memory; report with forecast."""
-    clips = plan_clips_per_gpu(cfg.forecast)
+    shape: StepShape,
+    derivation: list[str] | None = None,
+) -> Measurement:
+    """Probe memory (GPU), then time the window at ``shape``'s clips, or the most that fit."""
+    limit = max(cfg.forecast.probe_max_clips, shape.clips_per_device)
+    memory = probe_memory(make_step, device, limit)
+    clips = shape.clips_per_device
+    if memory.max_clips_per_device is not None:
+        if memory.max_clips_per_device == 0:
+            raise UserError(
+                f"one clip of the plan's step ({shape.variant} {shape.width}x{shape.height}, "
+                f"{shape.precision}) does not fit in {device}'s memory"
+            )
+        clips = min(clips, memory.max_clips_per_device)
     step_fn = make_step(clips)
-    flops = measure_step_flops(step_fn)  # also the first warm-up step
-    record = profile_steps(step_fn, cfg, device, clips, flops_per_step=flops)
+    flops = measure_step_flops(step_fn)  # the first warm-up step
+    record = profile_steps(step_fn, cfg, device, clips, flops)
     del step_fn
-    report = build_report(merge_ranks([record]), cfg, precision, rng)
-    memory = probe_memory(make_step, device, cfg.forecast.probe_max_clips)
-    return ProfileReport(**dict(report), memory=memory, record=record)
+    gc.collect()
+    return Measurement(
+        step=shape.model_copy(update={"clips_per_device": clips}),
+        summary=summarise(merge_ranks([record]), cfg, shape.precision),
+        memory=memory,
+        derivation=derivation or [],
+        record=record,
+    )
 
 
-def with_plan(
+def runnable(amp: str, device: torch.device) -> bool:
+    """Whether autocast to ``amp`` can run on ``device`` (fp16 needs CUDA)."""
+    return not (amp == "fp16" and device.type != "cuda")
+
+
+def precisions(
+    plan_params: Params, extra: list[str], device: torch.device
+) -> list[tuple[str, str]]:
+    """(amp to run, why it stands in for the plan's) for the primary and each extra precision.
+
+    The primary is the plan's ``train.amp``, or fp32 where that cannot run on ``device``.
+    """
+    plan_amp = plan_params.train.amp
+    primary = [(plan_amp, "")]
+    if not runnable(plan_amp, device):
+        why = f"the plan's {plan_amp} cannot run on {device.type}: measured fp32, not scaled"
+        primary = [("fp32", why)]
+    chosen = dict(primary)
+    for amp in extra:
+        if not runnable(amp, device):
+            log.warning("precision %s cannot run on %s: not measured", amp, device.type)
+        else:
+            chosen.setdefault(amp, "")
+    return list(chosen.items())
+
+
+def build_profile(
+    plan: Plan,
+    plan_params: Params,
     cfg: CostParams,
-    gpus: int | None = None,
-    iterations: int | None = None,
-    global_batch: int | None = None,
-) -> CostParams:
-    """``cfg`` with the forecast plan's GPUs, iterations or global batch overridden."""
-    given = {"gpus": gpus, "iterations": iterations, "global_batch": global_batch}
-    overrides = {key: value for key, value in given.items() if value is not None}
-    if any(v < 1 for v in overrides.values()):
-        raise UserError("--gpus, --iterations and --global-batch must be positive")
-    return cfg.model_copy(update={"forecast": cfg.forecast.model_copy(update=overrides)})
+    device: torch.device,
+    rng: np.random.Generator,
+    extra_precisions: list[str] = (),
+    clips: int | None = None,
+    make_step: Callable[[Params, torch.device, int], StepFn] = make_training_step,
+) -> ProfileReport:
+    """Measure the plan's step at each precision here; forecast the plan and its budget table."""
+    measurements = []
+    for amp, why in precisions(plan_params, list(extra_precisions), device):
+        params = measured_params(plan_params, amp)
+        shape = plan.step.model_copy(
+            update={
+                "precision": precision_of(amp, params.train.tf32),
+                "clips_per_device": clips or plan.step.clips_per_device,
+            }
+        )
+        log.info(
+            "profiling %s at %d clip(s) per device on %s",
+            shape.precision,
+            shape.clips_per_device,
+            device,
+        )
+        factory = lambda n, params=params: make_step(params, device, n)  # noqa: E731
+        measurements.append(measure(factory, cfg, device, shape, [why] if why else []))
+    return profile_report.assemble(plan, measurements, cfg, rng)
 
 
 def run_profile(
-    params: Params, cfg: CostParams, mlruns: Path, out: Path | None = None, track: bool = True
+    params: Params,
+    plan_file: Path,
+    mlruns: Path,
+    out: Path | None = None,
+    *,
+    track: bool = True,
+    device: str = "auto",
+    extra_precisions: list[str] = (),
+    clips: int | None = None,
+    fleet: dict[str, int | None] | None = None,
 ) -> ProfileReport:
-    """Profile real training steps on this machine under ``cfg``'s plan; write and log it."""
-    device = pick_device(params.train.device, key="train.device")
-    precision = precision_of(params.train.amp, params.train.tf32)
-    report = profile(
-        lambda clips: make_training_step(params, device, clips),
-        cfg,
-        device,
-        precision,
+    """Profile ``plan_file``'s steps on this machine under ``params.cost``; write and log it."""
+    plan_params, plan = load_plan(plan_file, **(fleet or {}))
+    if clips is not None and clips < 1:
+        raise UserError("--clips must be positive")
+    picked = pick_device(device, key="--device")
+    report = build_profile(
+        plan,
+        plan_params,
+        params.cost,
+        picked,
         np.random.default_rng(params.seed),
+        extra_precisions,
+        clips,
     )
-    _log_summary(report)
-    if out is not None:
-        write_json(out, report.model_dump(mode="json"))
+    profile_report.log_summary(report)
+    paths = profile_report.write(out, report) if out is not None else []
     if track:
-        _track(report, params, mlruns, [out] if out is not None else [])
+        profile_report.track(report, params.tracking.experiment, mlruns, paths)
     return report
 
 
-def _log_summary(report: ProfileReport) -> None:
-    fc, memory = report.forecast, report.memory
-    if fc is None:  # a window of warm-up steps only; ForecastParams.profile_steps forbids it
-        log.info("no forecast: %s", report.forecast_note)
-        return
-    log.info(
-        "forecast for %d iterations on %d GPU(s): %.1f h wall (%.1f–%.1f), %.0f GPU-hours, "
-        "%.0f %s; max clips per GPU: %s",
-        fc.iterations,
-        fc.gpus,
-        fc.wall_h.mean,
-        fc.wall_h.low,
-        fc.wall_h.high,
-        fc.gpu_hours.mean,
-        fc.money.mean,
-        fc.currency,
-        memory.max_clips_per_gpu if memory.max_clips_per_gpu is not None else memory.note,
-    )
-
-
-def _track(report: ProfileReport, params: Params, mlruns: Path, artifacts: list[Path]) -> None:
-    """The profile as its own MLflow run (tag ``cost.kind=profile``)."""
-    logger = tracking.RunLogger(
-        uri=tracking.tracking_uri(mlruns),
-        experiment=params.tracking.experiment,
-        run_name=f"profile-{report.measured.device_names[0]}",
-        artifact_root=mlruns,
-    )
-    log_report(logger, report, artifacts, kind="profile")
-    if not artifacts:
-        logger.log_text(json.dumps(report.model_dump(mode="json"), indent=2), "cost/profile.json")
-    logger.log_metrics({"cost/forecast_max_clips_per_gpu": report.memory.max_clips_per_gpu})
-    logger.end()
-    logger.close()
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--params", type=Path, default=Path("params.yaml"))
+    parser.add_argument(
+        "--params",
+        type=Path,
+        default=Path("params.yaml"),
+        help="prices, peaks, profiling window (cost.*), MLflow experiment",
+    )
+    parser.add_argument(
+        "--plan",
+        type=Path,
+        default=Path("params.official.yaml"),
+        help="the params file you will train with (default: the official recipe)",
+    )
     parser.add_argument("--mlruns", type=Path, default=Path("mlruns"), help="MLflow store folder")
-    parser.add_argument("--out", type=Path, help="also write the report as JSON here")
-    parser.add_argument("--gpus", type=int, help="override cost.forecast.gpus")
-    parser.add_argument("--iterations", type=int, help="override cost.forecast.iterations")
-    parser.add_argument("--global-batch", type=int, help="override cost.forecast.global_batch")
+    parser.add_argument("--out", type=Path, help="also write the report files into this folder")
+    parser.add_argument("--devices", type=int, help="override the plan's devices")
+    parser.add_argument("--iterations", type=int, help="override the plan's iterations")
+    parser.add_argument("--global-batch", type=int, help="override the plan's global batch")
+    parser.add_argument(
+        "--precision",
+        action="append",
+        choices=["fp32", "bf16", "fp16"],
+        default=[],
+        help="also measure this autocast precision (repeatable)",
+    )
+    parser.add_argument(
+        "--clips", type=int, help="measure at this many clips per device (forecast scaled by FLOPs)"
+    )
+    parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     parser.add_argument("--no-track", action="store_true", help="do not log to MLflow")
 
 
 def run(args: argparse.Namespace) -> int:
     params = load_params(args.params)
-    cfg = with_plan(params.cost, args.gpus, args.iterations, args.global_batch)
-    run_profile(params, cfg, args.mlruns, out=args.out, track=not args.no_track)
+    fleet = {
+        "devices": args.devices,
+        "iterations": args.iterations,
+        "global_batch": args.global_batch,
+    }
+    run_profile(
+        params,
+        args.plan,
+        args.mlruns,
+        args.out,
+        track=not args.no_track,
+        device=args.device,
+        extra_precisions=args.precision,
+        clips=args.clips,
+        fleet=fleet,
+    )
     return 0

@@ -10,8 +10,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from e2fgvi.config import TrainParams
-from e2fgvi.cost.forecast import forecast_metrics
-from e2fgvi.cost.summary import CostReport, summary_metrics
+from e2fgvi.cost.summary import CostReport, report_metrics
 from e2fgvi.errors import UserError
 from e2fgvi.tracking import RunLogger
 
@@ -54,20 +53,33 @@ def switches(train: TrainParams) -> dict[str, Any]:
     }
 
 
+def mlflow_metrics(flat: dict[str, float | int | None]) -> dict[str, float | None]:
+    """Flat report numbers as ``cost/…`` MLflow metrics (None: not measured, not logged)."""
+    return {f"cost/{key}": value for key, value in flat.items()}
+
+
+def cost_tags(
+    kind: str, device_kind: str, device_names: list[str], precision: str, currency: str
+) -> dict[str, str]:
+    """Tags naming what was measured: the report kind, device kind and names, precision."""
+    return {
+        "cost.kind": kind,
+        "cost.device_kind": device_kind,
+        "cost.device": ", ".join(device_names),
+        "cost.precision": precision,
+        "cost.currency": currency,
+    }
+
+
 def log_report(logger: RunLogger, report: CostReport, artifacts: list[Path], kind: str) -> None:
-    """Metrics ``cost/…``, tags naming device and precision, and the report files."""
+    """Metrics ``cost/…``, tags naming device kind, device and precision, and the report files."""
     measured = report.measured
-    metrics = summary_metrics(measured)
-    if report.forecast is not None:
-        metrics.update(forecast_metrics(report.forecast))
+    metrics = mlflow_metrics(report_metrics(report))
     logger.log_metrics(metrics, step=0)
     logger.set_tags(
-        {
-            "cost.kind": kind,
-            "cost.device": ", ".join(measured.device_names),
-            "cost.precision": measured.precision,
-            "cost.currency": measured.currency,
-        }
+        cost_tags(
+            kind, measured.device_kind, measured.device_names, measured.precision, measured.currency
+        )
     )
     for path in artifacts:
         logger.log_artifact(path, "cost")

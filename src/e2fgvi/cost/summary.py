@@ -1,11 +1,23 @@
-"""What a measured run cost: GPU-hours, energy, money, throughput, MFU (pure functions)."""
+"""What a measured run cost: device-hours, energy, money, throughput, MFU (pure functions).
+
+Device-hours are hours of the device kind that ran (``device_kind``: ``cuda`` or ``cpu``); a
+figure is called GPU-hours only when a GPU ran (``forecast.hours_unit``).
+"""
 
 from __future__ import annotations
 
 import numpy as np
 
 from e2fgvi.config import CostParams
-from e2fgvi.cost.forecast import Forecast, StepSample, forecast
+from e2fgvi.cost.forecast import (
+    Forecast,
+    Schedule,
+    StepSample,
+    forecast,
+    forecast_metrics,
+    hours_unit,
+    price_per_device_hour,
+)
 from e2fgvi.cost.mfu import mfu, peak_flops
 from e2fgvi.measure.record import CostRecord, FrozenModel, RankRecord, Scalar, Totals
 from e2fgvi.measure.totals import sum_or_none
@@ -14,11 +26,11 @@ _J_PER_KWH = 3.6e6
 
 
 class Sessions(FrozenModel):
-    """Time, GPU-seconds, energy and CPU time summed over a resumed experiment's sessions."""
+    """Time, device-seconds, energy and CPU time summed over a resumed experiment's sessions."""
 
     sessions: int
     wall_s: float
-    gpu_s: float
+    device_s: float
     gpu_energy_j: float | None
     cpu_energy_j: float | None
     steps_total: int
@@ -29,22 +41,24 @@ class Measured(FrozenModel):
     """The measured figures of the report (``cost/…`` metrics; None: not measured here)."""
 
     device_names: list[str]
-    gpus: int
+    device_kind: str
+    hours_unit: str
+    devices: int
     ranks: int
     precision: str
     sessions: int
     wall_h: float
     steps_total: int
     steps_measured: int
-    gpu_hours: float | None
-    gpu_hours_per_1k_iter: float | None
+    device_hours: float
+    device_hours_per_1k_iter: float | None
     energy_gpu_kwh: float | None
     energy_cpu_kwh: float | None
     energy_kwh: float | None
     energy_sources: list[str]
-    gpu_power_w: float | None
-    money: float | None
-    money_gpu_hours: float | None
+    device_power_w: float | None
+    money: float
+    money_device_hours: float
     money_energy: float | None
     currency: str
     step_time_median_s: float | None
@@ -53,8 +67,7 @@ class Measured(FrozenModel):
     data_wait_median_s: float | None
     compute_median_s: float | None
     clips_per_s: float | None
-    clips_per_s_per_gpu: float | None
-    clips_per_s_per_rank: float | None
+    clips_per_s_per_device: float | None
     flops_per_step: float | None
     mfu: float | None
     peak_allocated_gb: float | None
@@ -79,11 +92,22 @@ def _ratio(a: float | None, b: float | None) -> float | None:
     return a / b if a is not None and b else None
 
 
-def gpu_power_w(totals: Totals) -> float | None:
-    """Mean power per GPU over the whole run (energy over wall time)."""
-    if not totals.gpus:
-        return None
-    return _ratio(totals.gpu_energy_j, totals.wall_s * totals.gpus)
+def device_kind(ranks: list[RankRecord]) -> str:
+    """``cuda`` when the ranks held GPUs (the meter counted them), else their device type."""
+    if any(r.conditions.gpu_count for r in ranks):
+        return "cuda"
+    return ranks[0].device_type
+
+
+def devices(totals: Totals) -> int:
+    """The devices a session held: its GPUs, else one per rank (a CPU process is one device)."""
+    return totals.gpus or totals.ranks
+
+
+def device_power_w(totals: Totals) -> float | None:
+    """Mean power per device over the session: NVML energy per GPU, else RAPL per rank."""
+    energy = totals.gpu_energy_j if totals.gpus else totals.cpu_energy_j
+    return _ratio(energy, totals.wall_s * devices(totals))
 
 
 def _energy(overall: Sessions) -> dict[str, float | None]:
@@ -107,7 +131,7 @@ def all_sessions(totals: Totals, previous: list[Totals]) -> Sessions:
     return Sessions(
         sessions=len(sessions),
         wall_s=sum(t.wall_s for t in sessions),
-        gpu_s=sum(t.wall_s * t.gpus for t in sessions),
+        device_s=sum(t.wall_s * devices(t) for t in sessions),
         gpu_energy_j=sum_or_none([t.gpu_energy_j for t in sessions]),
         cpu_energy_j=sum_or_none([t.cpu_energy_j for t in sessions]),
         steps_total=sum(t.steps_total for t in sessions),
@@ -115,13 +139,12 @@ def all_sessions(totals: Totals, previous: list[Totals]) -> Sessions:
     )
 
 
-def _money(gpu_hours: float | None, energy_kwh: float | None, cfg: CostParams) -> dict:
-    money_gpu = gpu_hours * cfg.price_per_gpu_hour if gpu_hours is not None else None
+def _money(device_hours: float, energy_kwh: float | None, price_per_hour: float, cfg) -> dict:
+    money_devices = device_hours * price_per_hour
     money_energy = energy_kwh * cfg.price_per_kwh if energy_kwh is not None else None
-    parts = [m for m in (money_gpu, money_energy) if m is not None]
     return {
-        "money": sum(parts) if parts else None,
-        "money_gpu_hours": money_gpu,
+        "money": money_devices + (money_energy or 0.0),
+        "money_device_hours": money_devices,
         "money_energy": money_energy,
     }
 
@@ -129,27 +152,31 @@ def _money(gpu_hours: float | None, energy_kwh: float | None, cfg: CostParams) -
 def summarise(record: CostRecord, cfg: CostParams, precision: str) -> Measured:
     """Cost figures of a gathered record (all its sessions) under ``cfg``'s prices and peaks."""
     totals = record.totals
-    gpus = totals.gpus
+    kind = device_kind(record.ranks)
     overall = all_sessions(totals, record.previous_sessions)
-    gpu_hours = overall.gpu_s / 3600.0 if gpus else None
+    device_hours = overall.device_s / 3600.0
     energy = _energy(overall)
-    steady_gpu_h = totals.step_s_mean * gpus / 3600.0 if gpus and totals.step_s_mean else None
+    step_s = totals.step_s_mean
+    steady_h = step_s * devices(totals) / 3600.0 if step_s else None
     overhead = totals.overhead_fraction
+    price = price_per_device_hour(cfg, kind)
     return Measured(
         device_names=totals.device_names,
-        gpus=gpus,
+        device_kind=kind,
+        hours_unit=hours_unit(kind),
+        devices=devices(totals),
         ranks=totals.ranks,
         precision=precision,
         sessions=overall.sessions,
         wall_h=overall.wall_s / 3600.0,
         steps_total=overall.steps_total,
         steps_measured=totals.steps_measured,
-        gpu_hours=gpu_hours,
-        gpu_hours_per_1k_iter=steady_gpu_h * 1000 if steady_gpu_h is not None else None,
+        device_hours=device_hours,
+        device_hours_per_1k_iter=steady_h * 1000 if steady_h is not None else None,
         **energy,
         energy_sources=totals.energy_sources,
-        gpu_power_w=gpu_power_w(totals),
-        **_money(gpu_hours, energy["energy_kwh"], cfg),
+        device_power_w=device_power_w(totals),
+        **_money(device_hours, energy["energy_kwh"], price, cfg),
         currency=cfg.currency,
         step_time_median_s=totals.step_s_median,
         step_time_p90_s=totals.step_s_p90,
@@ -157,8 +184,7 @@ def summarise(record: CostRecord, cfg: CostParams, precision: str) -> Measured:
         data_wait_median_s=totals.data_wait_s_median,
         compute_median_s=totals.compute_s_median,
         clips_per_s=totals.clips_per_s,
-        clips_per_s_per_gpu=_ratio(totals.clips_per_s, gpus),
-        clips_per_s_per_rank=_ratio(totals.clips_per_s, totals.ranks),
+        clips_per_s_per_device=_ratio(totals.clips_per_s, devices(totals)),
         flops_per_step=totals.flops_per_step,
         mfu=mfu(totals, record.ranks, cfg, precision),
         peak_allocated_gb=totals.peak_allocated_gb,
@@ -171,17 +197,25 @@ def summarise(record: CostRecord, cfg: CostParams, precision: str) -> Measured:
 
 
 METRIC_KEYS = (
-    "gpus", "wall_h", "gpu_hours", "gpu_hours_per_1k_iter", "energy_kwh", "energy_gpu_kwh",
-    "energy_cpu_kwh", "gpu_power_w", "money", "step_time_median_s", "step_time_p90_s",
-    "data_wait_median_s", "compute_median_s", "clips_per_s", "clips_per_s_per_gpu", "mfu",
-    "peak_allocated_gb", "peak_reserved_gb", "cpu_hours", "peak_rss_mb", "meter_overhead_pct",
-    "sessions",
+    "devices", "wall_h", "device_hours", "device_hours_per_1k_iter", "energy_kwh",
+    "energy_gpu_kwh", "energy_cpu_kwh", "device_power_w", "money", "step_time_median_s",
+    "step_time_p90_s", "data_wait_median_s", "compute_median_s", "clips_per_s",
+    "clips_per_s_per_device", "flops_per_step", "mfu", "peak_allocated_gb", "peak_reserved_gb",
+    "cpu_hours", "peak_rss_mb", "meter_overhead_pct", "sessions", "steps_total", "steps_measured",
 )  # fmt: skip
 
 
 def summary_metrics(measured: Measured) -> dict[str, float | None]:
-    """``cost/…`` metrics for MLflow; None marks a figure not measured here."""
-    return {f"cost/{key}": getattr(measured, key) for key in METRIC_KEYS}
+    """The measured figures as flat numbers (None: not measured here)."""
+    return {key: getattr(measured, key) for key in METRIC_KEYS}
+
+
+def report_metrics(report: CostReport) -> dict[str, float | int | None]:
+    """The report's numbers, flat: the DVC metrics file and (``cost/``-prefixed) MLflow."""
+    metrics = summary_metrics(report.measured)
+    if report.forecast is not None:
+        metrics.update(forecast_metrics(report.forecast))
+    return metrics
 
 
 def _gpu_notes(ranks: list[RankRecord]) -> list[str]:
@@ -214,18 +248,38 @@ def _notes(ranks: list[RankRecord]) -> list[str]:
 
 
 def build_report(
-    record: CostRecord, cfg: CostParams, precision: str, rng: np.random.Generator
+    record: CostRecord,
+    cfg: CostParams,
+    precision: str,
+    rng: np.random.Generator,
+    schedule: Schedule | None = None,
 ) -> CostReport:
-    """Measured figures, the full-schedule forecast from this run's own steps, and notes."""
+    """Measured figures, the forecast of ``schedule`` from this record's own steps, and notes.
+
+    ``schedule`` defaults to the measured one at its own length (the record's steps).
+    """
     ranks = record.ranks
     slowest = max(ranks, key=lambda r: r.step_s.mean or 0.0)
+    measured = summarise(record, cfg, precision)
     forecast_result, note = None, ""
     if slowest.steps.measured == 0:
         note = f"no measured steps (all {slowest.steps.total} steps were warm-up)"
     else:
         sample = StepSample.from_rank(slowest)
-        forecast_result = forecast(sample, cfg, rng, gpu_power_w(record.totals))
-    measured = summarise(record, cfg, precision)
+        schedule = schedule or Schedule(
+            iterations=measured.steps_total,
+            devices=measured.devices,
+            global_batch=record.totals.clips_per_step,
+        )
+        forecast_result = forecast(
+            sample,
+            cfg,
+            rng,
+            schedule,
+            measured.device_kind,
+            measured_devices=measured.devices,
+            power_w=measured.device_power_w,
+        )
     peaks = {n: peak_flops(cfg.peak_tflops, n, precision) for n in measured.device_names}
     unknown = [name for name, peak in peaks.items() if peak is None]
     notes = _notes(ranks)

@@ -22,6 +22,7 @@ from e2fgvi.config import EvalParams
 from e2fgvi.eval.evaluate import EvalReport
 from e2fgvi.eval.strip import write_png
 from e2fgvi.eval.testset import load_frames, load_masks, read_index
+from e2fgvi.metricsfile import flat_numbers
 from e2fgvi.tracking import attach, stage_uri
 
 log = logging.getLogger(__name__)
@@ -34,13 +35,17 @@ EXAMPLE_FRAMES, EXAMPLE_SIZE = 3, (108, 60)
 # What the inpainter's code imports (distribution names), pinned to this environment's versions.
 MODEL_REQUIREMENTS = ("torch", "torchvision", "numpy", "pillow", "opencv-python-headless",
                       "pydantic", "PyYAML", "tqdm")  # fmt: skip
+DETAILS_FILE = "details.json"
 
 
 def write_outputs(out: Path, report: EvalReport, extra: dict[str, str]) -> dict[str, Path]:
-    """metrics.json (summary + ``extra`` labels), per_video.csv and strip.png under ``out``."""
+    """metrics.json (the summary's numbers), details.json (summary, notes and ``extra`` labels),
+    per_video.csv and strip.png under ``out``."""
     out.mkdir(parents=True, exist_ok=True)
-    paths = {name: out / name for name in (METRICS_FILE, VIDEOS_FILE, STRIP_FILE)}
-    write_json(paths[METRICS_FILE], {**report.summary(), **extra})
+    names = (METRICS_FILE, DETAILS_FILE, VIDEOS_FILE, STRIP_FILE)
+    paths = {name: out / name for name in names}
+    write_json(paths[METRICS_FILE], flat_numbers(report.summary()))
+    write_json(paths[DETAILS_FILE], {**report.summary(), **extra})
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(["video", "frames", "psnr", "ssim", "seconds"])

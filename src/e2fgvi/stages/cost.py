@@ -1,7 +1,9 @@
-"""DVC stage ``cost``: what the training run cost, its full-schedule forecast, the report.
+"""DVC stage ``cost``: what the training run cost, the forecast of its own schedule, the report.
 
-Reads the meter's gathered record and the run's own params dump, writes the JSON/Markdown
-report and plots (DVC metrics and plots) and logs the same into the experiment's MLflow run.
+Reads the meter's gathered record and the run's own params dump, writes the report (flat DVC
+metrics, the whole report as JSON and Markdown, CSV data plots) and logs the same into the
+experiment's MLflow run. The forecast is of the configuration that ran, at its own
+``train.iterations`` on its own devices; what another plan would cost is ``profile``'s report.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import numpy as np
 
 from e2fgvi import tracking
 from e2fgvi.config import load_params
+from e2fgvi.cost.forecast import Schedule
 from e2fgvi.cost.mfu import precision_of
 from e2fgvi.cost.publish import log_report, switches, used_train_params
 from e2fgvi.cost.report import write_report
@@ -41,7 +44,13 @@ def run(args: argparse.Namespace) -> None:
     run_id, recorded_uri, spool = tracking.read_run_reference(args.run)
 
     rng = np.random.default_rng(params.seed)
-    report = build_report(record, params.cost, precision_of(train.amp, train.tf32), rng)
+    schedule = Schedule(
+        iterations=train.iterations,
+        devices=train.nproc_per_node * train.nnodes,
+        global_batch=train.batch_size,
+    )
+    precision = precision_of(train.amp, train.tf32)
+    report = build_report(record, params.cost, precision, rng, schedule)
     report = report.model_copy(update={"conditions": {**report.conditions, **switches(train)}})
     paths = write_report(args.out, report, record.ranks)
     log.info("cost report written to %s", args.out)

@@ -1,9 +1,11 @@
-"""DVC stage `profile`: time real training steps here and forecast the full schedule.
+"""DVC stage `profile`: time real training steps of the plan here and forecast what it costs.
 
-The same as `e2fgvi profile` (both call e2fgvi.cost.profile.run_profile): a warm-up plus a few
-measured E2FGVI iterations at the configured size, the forecast for `cost.forecast` (500k
-iterations on 8 GPUs by default) and, on a GPU, the largest clips per GPU that fit. Logged as its
-own MLflow run (tag cost.kind=profile) and written as DVC metrics.
+The same as `e2fgvi profile --plan PLAN` (both call e2fgvi.cost.profile.run_profile): a warm-up
+plus a few measured training steps of the plan's model configuration (the plan file is the
+dvc.yaml var `plan`, params.official.yaml: E2FGVI at 432x240, 5+3 frames, batch 8 on 8 devices,
+fp32, 500k iterations), the plan's forecast and budget table beside what was measured and, on a
+GPU, the largest clips per device that fit. The window, prices and peaks come from params.yaml
+(`cost`). Logged as its own MLflow run (tag cost.kind=profile).
 """
 
 from __future__ import annotations
@@ -18,13 +20,13 @@ from e2fgvi.entry import run_module
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--plan", type=Path, required=True, help="the plan's params file")
     parser.add_argument("--mlruns", type=Path, required=True, help="MLflow store folder")
-    parser.add_argument("--out", type=Path, required=True, help="report JSON (DVC metrics)")
+    parser.add_argument("--out", type=Path, required=True, help="report folder")
 
 
 def run(args: argparse.Namespace) -> None:
-    params = load_params()
-    run_profile(params, params.cost, args.mlruns, out=args.out)
+    run_profile(load_params(), args.plan, args.mlruns, out=args.out)
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ pyfunc model; imported only when a model record is sent, as it imports mlflow at
 from e2fgvi.tracking.client import refusal
 from e2fgvi.tracking.logger import RunLogger, attach, replay_spool
 from e2fgvi.tracking.queries import (
+    PAGE_SIZE,
     RunRecord,
     experiment_id,
     list_artifacts,
@@ -28,6 +29,7 @@ from e2fgvi.tracking.system import SystemMetrics
 from e2fgvi.tracking.uri import read_run_reference, stage_uri, store_dir, tracking_uri
 
 __all__ = [
+    "PAGE_SIZE",
     "RunLogger",
     "RunRecord",
     "SystemMetrics",

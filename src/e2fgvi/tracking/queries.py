@@ -21,15 +21,41 @@ class RunRecord:
     tags: dict[str, str]
 
 
-def search_runs(uri: str, experiments: list[str] | None = None) -> list[RunRecord]:
-    """Every run of the named experiments (all experiments when None), newest first."""
+# MLflow's own default page size for runs; a test passes a small one to cross page boundaries.
+PAGE_SIZE = 1000
+
+
+def _all_pages(search, page_size: int) -> list:
+    """Every item of a paged MLflow search, following its page tokens to the end."""
+    items, token = [], None
+    while True:
+        page = search(max_results=page_size, page_token=token)
+        items.extend(page)
+        token = page.token
+        if not token:
+            return items
+
+
+def search_runs(
+    uri: str, experiments: list[str] | None = None, page_size: int = PAGE_SIZE
+) -> list[RunRecord]:
+    """Every run of the named experiments (all experiments when None), newest first.
+
+    Experiments and runs are read page by page until MLflow has no more, so nothing is cut at
+    a page size.
+    """
     mlflow = client(uri)
-    found = mlflow.search_experiments()
+    found = _all_pages(mlflow.search_experiments, page_size)
     wanted = [e for e in found if experiments is None or e.name in experiments]
     if not wanted:
         return []
     names = {e.experiment_id: e.name for e in wanted}
-    runs = mlflow.search_runs(list(names), order_by=["attributes.start_time DESC"])
+    runs = _all_pages(
+        lambda **page: mlflow.search_runs(
+            list(names), order_by=["attributes.start_time DESC"], **page
+        ),
+        page_size,
+    )
     return [
         RunRecord(
             run_id=r.info.run_id,

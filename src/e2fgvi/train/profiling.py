@@ -23,12 +23,17 @@ from e2fgvi.train.steps import Clips, train_step
 StepFn = Callable[[], Any]
 
 
-def make_training_step(params: Params, device: torch.device, clips: int) -> StepFn:
-    """One full E2FGVI training step (G forward, D update, G update) on ``clips`` clips."""
+def make_training_step(
+    params: Params, device: torch.device, clips: int, world: World | None = None
+) -> StepFn:
+    """One full E2FGVI training step (G forward, D update, G update) on ``clips`` clips.
+
+    ``world`` given (a joined process group), the networks are DDP-wrapped as in training.
+    """
     cfg = params.train
     model = params.model.model_copy(update={"spynet_init": "random"})
     params = params.model_copy(update={"model": model})
-    world = World(0, 0, 1, device)
+    world = world or World(0, 0, 1, device)
     precision.apply_backend_switches(cfg, device)
     nets = build_nets(params, None, world)
     t = cfg.num_local_frames + cfg.num_ref_frames

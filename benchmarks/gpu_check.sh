@@ -1,0 +1,127 @@
+#!/usr/bin/env bash
+# One prepared check of everything this bundle does on an NVIDIA GPU, printing every figure:
+#   1. doctor        `e2fgvi doctor` (torch/CUDA/NVML/DVC/MLflow)
+#   2. profile       the official plan at fp32 and bf16, a few steps each, with memory probing
+#                    (the report: plan beside measured, forecast, budget table, windows)
+#   3. gpu tests     the gpu-marked tests (bf16 evaluation path vs fp32, memory probe)
+#   4. evaluation    frames/s of the evaluation protocol, fp32 and batched bf16 windows
+#   5. energy        NVML energy (counter and power integral) against wall time
+#   6. ddp           a 2-rank DDP training step (NCCL), only with 2 or more GPUs
+#   7. vs official   HOOK: `benchmarks/vs_official.py --official PATH --device cuda`, only with
+#                    --official PATH (the official E2FGVI checkout to compare against)
+# Each part has a time limit; parts 1-5 take under 8 minutes together on one GPU.
+#
+#   benchmarks/gpu_check.sh [--out DIR] [--plan FILE] [--official PATH]
+#   benchmarks/gpu_check.sh --dry-run    # no GPU needed: every part on the CPU, shrunk
+#
+# Without a GPU (and without --dry-run) it says so in one line and exits 2.
+set -u -o pipefail
+
+usage() { sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; }
+
+DRY=0 OUT="" PLAN="params.official.yaml" OFFICIAL=""
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --dry-run) DRY=1 ;;
+        --out) OUT="$2"; shift ;;
+        --plan) PLAN="$2"; shift ;;
+        --official) OFFICIAL="$2"; shift ;;
+        -h|--help) usage; exit 0 ;;
+        *) echo "gpu_check: unknown argument '$1' (see --help)" >&2; exit 2 ;;
+    esac
+    shift
+done
+
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+cd "$ROOT" || exit 2
+PY="${PYTHON:-$ROOT/.venv/bin/python}"
+[ -x "$PY" ] || PY="$(command -v python3)"
+export PYTHONPATH="$ROOT/src${PYTHONPATH:+:$PYTHONPATH}" DVC_NO_ANALYTICS=1
+OUT="${OUT:-$(mktemp -d -t gpu-check.XXXXXX)}"
+mkdir -p "$OUT"
+
+GPUS="$("$PY" -c 'import torch; print(torch.cuda.device_count() if torch.cuda.is_available() else 0)' 2>/dev/null || echo 0)"
+if [ "$GPUS" = "0" ] && [ "$DRY" = "0" ]; then
+    SMI="not found"
+    command -v nvidia-smi >/dev/null && SMI="$(nvidia-smi -L 2>&1 | head -n 1)"
+    echo "gpu_check: no NVIDIA GPU visible to torch (nvidia-smi: $SMI); nothing to" \
+         "check. Run it on a GPU machine, or with --dry-run to exercise it on the CPU." >&2
+    exit 2
+fi
+DEVICE=cuda SCALE=1
+[ "$DRY" = "1" ] && DEVICE=cpu SCALE=5  # a shared CPU is slow: the limits are for the GPU run
+
+START=$(date +%s)
+SUMMARY=()
+part() {  # part NAME LIMIT_S COMMAND...: run with a time limit, print its duration and status
+    local name="$1" limit="$2"; shift 2
+    local t0 rc took
+    t0=$(date +%s%N)
+    echo
+    limit=$(( limit * SCALE ))
+    echo "=== $name (limit ${limit} s) ==="
+    timeout --kill-after=10 "$limit" "$@"
+    rc=$?
+    took=$(( ($(date +%s%N) - t0) / 100000000 ))
+    took="$(( took / 10 )).$(( took % 10 ))"
+    [ $rc = 124 ] && echo "=== $name: TIMED OUT after ${limit} s ===" || echo "=== $name: exit $rc, ${took} s ==="
+    SUMMARY+=("$(printf '%-12s exit %-3s %7s s' "$name" "$rc" "$took")")
+}
+skip() { echo; echo "=== $1: skipped ($2) ==="; SUMMARY+=("$(printf '%-12s skipped: %s' "$1" "$2")"); }
+
+# The profile's window and plan: the official plan on a GPU; shrunk on the CPU (--dry-run).
+"$PY" - "$OUT" "$PLAN" "$DRY" <<'EOF' || exit 2
+import sys
+from pathlib import Path
+
+import yaml
+
+out, plan, dry = Path(sys.argv[1]), sys.argv[2], sys.argv[3] == "1"
+params = yaml.safe_load(Path("params.yaml").read_text())
+window = {"profile_warmup": 1, "profile_steps": 2} if dry else {"profile_warmup": 2, "profile_steps": 5}
+params["cost"]["forecast"].update(window, probe_max_clips=8)
+(out / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+if dry:  # the sample's network, 2+1 frames, on 2 devices: seconds a step on a CPU
+    params["train"].update(num_local_frames=2, num_ref_frames=1, batch_size=2, nproc_per_node=2,
+                           iterations=1000)
+    (out / "plan.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+else:
+    (out / "plan.yaml").write_text(Path(plan).read_text())
+EOF
+
+echo "gpu_check: $([ "$DRY" = 1 ] && echo "DRY RUN on the CPU" || echo "$GPUS GPU(s)"), plan" \
+     "$([ "$DRY" = 1 ] && echo "shrunk from params.yaml" || echo "$PLAN"), output in $OUT"
+[ "$DRY" = 0 ] && nvidia-smi --query-gpu=index,name,memory.total,power.limit,driver_version --format=csv
+
+part doctor 45 "$PY" -m e2fgvi.cli doctor
+part profile 210 "$PY" -m e2fgvi.cli profile --params "$OUT/params.yaml" --plan "$OUT/plan.yaml" \
+    --precision bf16 --device "$DEVICE" --out "$OUT/profile" --no-track
+[ -f "$OUT/profile/profile.md" ] && cat "$OUT/profile/profile.md"
+if [ "$DRY" = 0 ]; then
+    part "gpu tests" 90 "$PY" -m pytest -q -m gpu -p no:cacheprovider tests
+    part evaluation 60 "$PY" benchmarks/evaluate.py --frames 12 --device cuda
+else
+    skip "gpu tests" "they need a GPU"
+    part evaluation 60 "$PY" benchmarks/evaluate.py --frames 6 --device cpu
+fi
+part energy 40 "$PY" benchmarks/gpu_check.py energy --seconds "$([ "$DRY" = 1 ] && echo 3 || echo 20)" \
+    --device "$DEVICE"
+if [ "$GPUS" -ge 2 ] || [ "$DRY" = 1 ]; then
+    part ddp 90 "$PY" -m torch.distributed.run --standalone --nproc-per-node 2 \
+        benchmarks/gpu_check.py ddp --plan "$OUT/plan.yaml" --steps 3 --device "$DEVICE"
+else
+    skip ddp "needs 2 GPUs, $GPUS visible"
+fi
+# HOOK: the comparison with the official implementation, once benchmarks/vs_official.py exists.
+if [ -z "$OFFICIAL" ]; then
+    skip "vs official" "no --official PATH given"
+elif [ ! -f benchmarks/vs_official.py ]; then
+    skip "vs official" "benchmarks/vs_official.py is not in this checkout"
+else
+    part "vs official" 180 "$PY" benchmarks/vs_official.py --official "$OFFICIAL" --device "$DEVICE"
+fi
+
+echo
+echo "=== summary: $(( $(date +%s) - START )) s in total ==="
+printf '%s\n' "${SUMMARY[@]}"
+! printf '%s\n' "${SUMMARY[@]}" | grep -Eq 'exit [1-9]'

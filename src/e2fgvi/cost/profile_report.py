@@ -1,0 +1,366 @@
+"""The report of ``e2fgvi profile``: the plan beside what was measured, forecast, budget table.
+
+Written as ``profile.json`` (flat numbers: DVC metrics), ``report.json`` (everything) and
+``profile.md``; logged as its own MLflow run (tag ``cost.kind=profile``) whose params put the
+plan's step (``plan.…``) and the measured one (``measured.…``) side by side.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from e2fgvi import tracking
+from e2fgvi.atomic import write_json, write_text
+from e2fgvi.config import CostParams
+from e2fgvi.cost import budget
+from e2fgvi.cost.forecast import Forecast, StepSample, forecast, forecast_metrics, hours_unit
+from e2fgvi.cost.plan import Difference, Plan, StepShape, differences
+from e2fgvi.cost.publish import cost_tags, mlflow_metrics
+from e2fgvi.cost.report import forecast_lines
+from e2fgvi.cost.summary import Measured, device_kind
+from e2fgvi.measure.record import FrozenModel, RankRecord, Scalar
+
+log = logging.getLogger(__name__)
+
+SYNTHETIC_NOTE = (
+    "steps run on a fixed synthetic batch of the plan's shape: compute only, no data loading "
+    "(the train stage's own record includes the data wait)"
+)
+
+
+class ProbedSize(FrozenModel):
+    clips: int
+    fits: bool
+    peak_reserved_gb: float
+
+
+class MemoryProbe(FrozenModel):
+    """The largest clips per device whose training step fits, and every size tried."""
+
+    max_clips_per_device: int | None
+    limit: int
+    probed: list[ProbedSize]
+    total_gb: float | None = None
+    note: str
+
+
+class Measurement(FrozenModel):
+    """One precision's profiling window: the step that ran, its figures, the meter's record."""
+
+    step: StepShape
+    summary: Measured
+    memory: MemoryProbe
+    derivation: list[str]
+    record: RankRecord
+
+
+class ProfileReport(FrozenModel):
+    """The plan, what was measured for it, its forecast and budget table, conditions, notes."""
+
+    plan: Plan
+    device_kind: str
+    device_name: str
+    hours_unit: str
+    measurements: list[Measurement]
+    differences: list[Difference]
+    forecast: Forecast | None
+    forecast_note: str
+    budget: list[budget.BudgetRow]
+    conditions: dict[str, Scalar]
+    notes: list[str]
+
+
+def _budget_input(m: Measurement) -> budget.Measured:
+    return budget.Measured(
+        precision=m.step.precision,
+        sample=StepSample.from_rank(m.record),
+        device_kind=m.summary.device_kind,
+        power_w=m.summary.device_power_w,
+        max_clips_per_device=m.memory.max_clips_per_device,
+        derivation=tuple(m.derivation),
+    )
+
+
+def _notes(primary: Measurement) -> list[str]:
+    notes = [SYNTHETIC_NOTE]
+    kind = primary.summary.device_kind
+    if kind != "cuda":
+        notes.append(
+            f"no GPU ran: every hour here is a {hours_unit(kind)[:-1]} of this machine; the plan's "
+            "devices are assumed to be like it. Run `e2fgvi profile` on the GPU you will train on"
+        )
+    notes.append(primary.memory.note)
+    return notes
+
+
+def assemble(
+    plan: Plan, measurements: list[Measurement], cfg: CostParams, rng: np.random.Generator
+) -> ProfileReport:
+    """The report from measured windows (the first is the primary one): forecast, budget."""
+    primary = measurements[0]
+    kind = device_kind([primary.record])
+    inputs = [_budget_input(m) for m in measurements]
+    forecast_result, note = None, ""
+    if primary.record.steps.measured == 0:
+        note = "no measured steps (all were warm-up)"
+    else:
+        first = inputs[0]
+        forecast_result = forecast(
+            first.sample,
+            cfg,
+            rng,
+            plan.schedule,
+            kind,
+            power_w=first.power_w,
+            derivation=first.derivation,
+        )
+    table = budget.budget_table([i for i in inputs if i.sample.means], plan.schedule, cfg, rng)
+    device = primary.record.device_name
+    return ProfileReport(
+        plan=plan,
+        device_kind=kind,
+        device_name=device,
+        hours_unit=hours_unit(kind),
+        measurements=measurements,
+        differences=differences(plan, primary.step, 1, device),
+        forecast=forecast_result,
+        forecast_note=note,
+        budget=table,
+        conditions=_conditions(primary),
+        notes=_notes(primary),
+    )
+
+
+def _conditions(primary: Measurement) -> dict[str, Scalar]:
+    """The meter's conditions and the step's switches; the FLOP-counting step was warm-up too."""
+    record = primary.record
+    warmup = record.steps.warmup + 1
+    keys = ("precision", "cudnn_benchmark", "channels_last", "compile", "deterministic")
+    return {
+        **record.conditions.flat(),
+        "warmup_steps": warmup,
+        "warmup_excluded": warmup,
+        "warmup_note": "the first warm-up step counts FLOPs",
+        **{key: getattr(primary.step, key) for key in keys},
+    }
+
+
+MEASURED_KEYS = (
+    "step_time_median_s",
+    "step_time_p90_s",
+    "step_time_mean_s",
+    "clips_per_s_per_device",
+    "flops_per_step",
+    "mfu",
+    "peak_reserved_gb",
+    "peak_rss_mb",
+    "device_power_w",
+)
+PER_PRECISION_KEYS = ("wall_h", "device_hours", "money")
+
+
+def profile_metrics(report: ProfileReport) -> dict[str, float | int | None]:
+    """The report's numbers, flat (``profile.json``; ``cost/``-prefixed in MLflow)."""
+    primary = report.measurements[0]
+    schedule = report.plan.schedule
+    flat: dict[str, float | int | None] = {
+        key: getattr(primary.summary, key) for key in MEASURED_KEYS
+    }
+    flat |= {
+        "max_clips_per_device": primary.memory.max_clips_per_device,
+        "measured_clips_per_device": primary.step.clips_per_device,
+        "plan_clips_per_device": report.plan.step.clips_per_device,
+        "plan_devices": schedule.devices,
+        "plan_global_batch": schedule.global_batch,
+        "plan_iterations": schedule.iterations,
+        "differences": len(report.differences),
+    }
+    if report.forecast is not None:
+        flat |= forecast_metrics(report.forecast)
+    for m in report.measurements[1:]:
+        p = m.step.precision
+        flat[f"{p}_step_time_median_s"] = m.summary.step_time_median_s
+        flat[f"{p}_max_clips_per_device"] = m.memory.max_clips_per_device
+        row = next(
+            (r for r in report.budget if r.precision == p and r.devices == schedule.devices), None
+        )
+        for key in PER_PRECISION_KEYS:
+            flat[f"{p}_forecast_{key}"] = getattr(row, key).mean if row is not None else None
+    return flat
+
+
+def _fmt(value) -> str:
+    if value is None:
+        return "null"
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def _side_by_side(report: ProfileReport) -> list[str]:
+    measured = report.measurements[0].step
+    plan = report.plan
+    lines = ["| | plan | measured here |", "| --- | --- | --- |"]
+    lines += [
+        f"| {field} | {_fmt(value)} | {_fmt(getattr(measured, field))} |"
+        for field, value in plan.step.model_dump().items()
+    ]
+    lines += [
+        f"| devices | {plan.schedule.devices} | 1 ({report.device_name}) |",
+        f"| global batch | {plan.schedule.global_batch} | {measured.clips_per_device} |",
+        f"| iterations | {plan.schedule.iterations} | "
+        f"{report.measurements[0].record.steps.measured} measured |",
+        "",
+    ]
+    if not report.differences:
+        return [*lines, "The measured step is the plan's step on one device."]
+    lines += ["Where they differ:", ""]
+    return lines + [
+        f"- {d.field}: plan {_fmt(d.plan)}, measured {_fmt(d.measured)}: {d.handling}"
+        for d in report.differences
+    ]
+
+
+def _windows(report: ProfileReport) -> list[str]:
+    lines = [
+        "| precision | clips/device | steps | step median (s) | p90 (s) | clips/s per device "
+        "| FLOPs/step | MFU | peak reserved (GB) | max clips/device |",
+        "| " + " | ".join(["---"] * 10) + " |",
+    ]
+    for m in report.measurements:
+        s = m.summary
+        lines.append(
+            f"| {m.step.precision} | {m.step.clips_per_device} | {s.steps_measured} | "
+            f"{_fmt(s.step_time_median_s)} | {_fmt(s.step_time_p90_s)} | "
+            f"{_fmt(s.clips_per_s_per_device)} | {_fmt(s.flops_per_step)} | {_fmt(s.mfu)} | "
+            f"{_fmt(s.peak_reserved_gb)} | {_fmt(m.memory.max_clips_per_device)} |"
+        )
+    return lines
+
+
+def markdown(report: ProfileReport) -> str:
+    """The report for people: plan beside measured, forecast, budget table, windows, notes."""
+    fc = report.forecast
+    lines = [
+        f"# Profile of the plan {report.plan.source}",
+        "",
+        f"Measured on one {report.device_name} device; hours are {report.hours_unit}.",
+        "",
+        "## The plan and what was measured",
+        "",
+        *_side_by_side(report),
+        "",
+        "## Forecast of the plan",
+        "",
+        *(forecast_lines(fc) if fc is not None else [f"Not available: {report.forecast_note}"]),
+        "",
+        "## Budget",
+        "",
+        *budget.budget_lines(report.budget, report.hours_unit, fc.currency if fc else ""),
+        "",
+        "## Measured windows",
+        "",
+        *_windows(report),
+        "",
+        "## Conditions",
+        "",
+        "| condition | value |",
+        "| --- | --- |",
+        *[f"| {k} | {_fmt(v)} |" for k, v in report.conditions.items()],
+        "",
+        "## Notes",
+        "",
+        *[f"- {note}" for note in report.notes],
+        "",
+    ]
+    return "\n".join(lines)
+
+
+FILES = ("profile.json", "report.json", "profile.md")
+
+
+def write(out: Path, report: ProfileReport) -> list[Path]:
+    """``profile.json`` (flat numbers), ``report.json`` (everything), ``profile.md``."""
+    paths = [out / name for name in FILES]
+    write_json(paths[0], profile_metrics(report))
+    write_json(paths[1], report.model_dump(mode="json"))
+    write_text(paths[2], markdown(report))
+    return paths
+
+
+def log_summary(report: ProfileReport) -> None:
+    fc = report.forecast
+    if fc is None:
+        log.info("no forecast: %s", report.forecast_note)
+        return
+    log.info(
+        "forecast for %s: %d iterations on %d %s device(s): %.1f h wall (%.1f–%.1f), %.0f %s, "
+        "%.0f %s; %s",
+        report.plan.source,
+        fc.iterations,
+        fc.devices,
+        report.device_kind,
+        fc.wall_h.mean,
+        fc.wall_h.low,
+        fc.wall_h.high,
+        fc.device_hours.mean,
+        fc.hours_unit,
+        fc.money.mean,
+        fc.currency,
+        "derived: " + "; ".join(fc.derivation) if fc.derivation else "measured as planned",
+    )
+
+
+def side_by_side_params(report: ProfileReport) -> dict[str, Scalar]:
+    """MLflow params: ``plan.<field>`` beside ``measured.<field>``, and the fleet."""
+    measured = report.measurements[0].step
+    params: dict[str, Scalar] = {}
+    for field, value in report.plan.step.model_dump().items():
+        params[f"plan.{field}"] = value
+        params[f"measured.{field}"] = getattr(measured, field)
+    schedule = report.plan.schedule
+    return params | {
+        "plan.source": report.plan.source,
+        "plan.devices": schedule.devices,
+        "plan.global_batch": schedule.global_batch,
+        "plan.iterations": schedule.iterations,
+        "measured.devices": 1,
+        "measured.device": report.device_name,
+        "measured.precisions": ", ".join(m.step.precision for m in report.measurements),
+    }
+
+
+def track(report: ProfileReport, experiment: str, mlruns: Path, artifacts: list[Path]) -> None:
+    """The profile as its own MLflow run (tag ``cost.kind=profile``)."""
+    logger = tracking.RunLogger(
+        uri=tracking.tracking_uri(mlruns),
+        experiment=experiment,
+        run_name=f"profile-{Path(report.plan.source).stem}-{report.device_name}",
+        artifact_root=mlruns,
+    )
+    logger.log_params(side_by_side_params(report))
+    logger.log_metrics(mlflow_metrics(profile_metrics(report)), step=0)
+    primary = report.measurements[0]
+    fc = report.forecast
+    logger.set_tags(
+        cost_tags(
+            "profile",
+            report.device_kind,
+            [report.device_name],
+            primary.step.precision,
+            fc.currency if fc else "",
+        )
+        | {
+            "cost.plan": report.plan.source,
+            "cost.hours_unit": report.hours_unit,
+            "cost.derivation": "; ".join(fc.derivation) if fc and fc.derivation else "none",
+        }
+    )
+    for path in artifacts:
+        logger.log_artifact(path, "cost")
+    if not artifacts:
+        logger.log_text(json.dumps(report.model_dump(mode="json"), indent=2), "cost/report.json")
+    logger.end()
+    logger.close()
