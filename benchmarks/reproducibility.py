@@ -9,11 +9,14 @@ run is bit-identical, and if not, the first step and key that differ, the relati
 first difference, and the largest relative difference at the last step. With ``--eval`` the
 evaluate stage also scores the first variant's generator under the environment variants, and
 with ``--committed`` the reference is compared with the committed ``reports/train_loss.csv``
-(meaningful only with 40 iterations of the unchanged sample profile).
+(meaningful only with 40 iterations of the unchanged sample profile). With ``--kernels`` the single
+CPU kernels training runs (conv2d/conv3d forward and weight gradient, matmul, a long sum, softmax,
+layer norm, GELU, bilinear upsampling, grid_sample, deform_conv2d, an Adam step) are first run on
+fixed inputs in each environment variant and compared bitwise (``--variants ''`` for only that).
 
     PYTHONPATH=src .venv/bin/python benchmarks/reproducibility.py \
-        [--iterations 4] [--variants default,again,threads-1] [--eval] [--committed] \
-        [--work /tmp/e2fgvi-reproducibility]
+        [--iterations 4] [--variants default,again,threads-1] [--kernels] [--eval] \
+        [--committed] [--work /tmp/e2fgvi-reproducibility] [--json out.json]
 """
 
 from __future__ import annotations
@@ -29,15 +32,16 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 
-# Run a stage module after switching oneDNN off (no env variable does that).
+# Run a stage module (or this script) after switching oneDNN off (no env variable does that).
 _LAUNCH = (
     "import runpy, sys, torch; torch.backends.mkldnn.enabled = {mkldnn}; "
     "sys.argv = sys.argv[1:]; "
-    "runpy.run_module(sys.argv[0], run_name='__main__', alter_sys=True)"
+    "runpy.{runner}(sys.argv[0], run_name='__main__'{alter})"
 )
 _AVX2_EVERYWHERE = {
     "ATEN_CPU_CAPABILITY": "avx2",
@@ -61,11 +65,15 @@ VARIANTS = (
     Variant("threads-1", env={"OMP_NUM_THREADS": "1"}, what="one intra-op thread"),
     Variant("aten-avx2", env={"ATEN_CPU_CAPABILITY": "avx2"}, what="ATen kernels at AVX2"),
     Variant("avx2-all", env=_AVX2_EVERYWHERE, what="ATen, oneDNN and MKL capped at AVX2"),
+    Variant("onednn-avx2", env={"ONEDNN_MAX_CPU_ISA": "AVX2"}, what="oneDNN kernels at AVX2"),
+    Variant("mkl-avx2", env={"MKL_ENABLE_INSTRUCTIONS": "AVX2"}, what="MKL kernels at AVX2"),
     Variant("aten-default", env={"ATEN_CPU_CAPABILITY": "default"}, what="ATen without SIMD"),
     Variant("mkldnn-off", mkldnn=False, what="torch.backends.mkldnn.enabled = False"),
     Variant("deterministic", train={"deterministic": True}, what="train.deterministic: true"),
     Variant("workers-2", train={"num_workers": 2}, what="train.num_workers: 2"),
 )
+TRAIN_VARIANTS = ("default", "again", "threads-1", "aten-avx2", "avx2-all", "aten-default",
+                  "mkldnn-off", "deterministic", "workers-2")  # fmt: skip
 EVAL_VARIANTS = ("default", "again", "threads-1", "aten-avx2", "avx2-all", "mkldnn-off")
 _COMPARED = ("loss/", "grad_norm/")  # the numerics columns of the loss history
 
@@ -82,7 +90,12 @@ def _params(folder: Path, iterations: int, train: dict[str, object]) -> None:
 
 
 def _run(module: str, args: list[str], folder: Path, variant: Variant) -> None:
-    command = [sys.executable, "-c", _LAUNCH.format(mkldnn=variant.mkldnn), module, *args]
+    """``python -m module args`` (or ``python module args`` for a .py path) in the variant."""
+    runner, alter = (
+        ("run_path", "") if module.endswith(".py") else ("run_module", ", alter_sys=True")
+    )
+    launch = _LAUNCH.format(mkldnn=variant.mkldnn, runner=runner, alter=alter)
+    command = [sys.executable, "-c", launch, module, *args]
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), **variant.env}
     env.pop("MLFLOW_TRACKING_URI", None)
     done = subprocess.run(command, cwd=folder, env=env, capture_output=True, text=True)
@@ -162,6 +175,70 @@ def _same(a: float, b: float) -> bool:
     return a == b or (math.isnan(a) and math.isnan(b))
 
 
+def probe_kernels(out: Path) -> None:
+    """Outputs of the CPU kernels E2FGVI training runs, on fixed inputs, saved to ``out`` (.npz).
+
+    Runs inside each variant's process (``--probe``); the parent compares the files.
+    """
+    import torch
+    import torch.nn.functional as F
+    from torchvision.ops import deform_conv2d
+
+    g = torch.Generator().manual_seed(0)
+
+    def r(*shape: int) -> torch.Tensor:
+        return torch.randn(*shape, generator=g)
+
+    got: dict[str, torch.Tensor] = {}
+    x, w = r(2, 64, 60, 108).requires_grad_(), (r(64, 64, 3, 3) * 0.05).requires_grad_()
+    y = F.conv2d(x, w, padding=1)
+    y.square().sum().backward()
+    got |= {"conv2d forward": y, "conv2d weight grad": w.grad}
+    got["conv3d forward"] = F.conv3d(r(1, 32, 5, 30, 54), r(64, 32, 3, 5, 5) * 0.05,
+                                     padding=(1, 2, 2), stride=(1, 2, 2))  # fmt: skip
+    got["matmul 512"] = r(512, 512) @ r(512, 512)
+    v = r(4_000_000)
+    got |= {"sum 4M": v.sum(), "softmax": F.softmax(r(64, 1024), -1)}
+    got |= {"layer_norm": F.layer_norm(r(64, 1024), (1024,)), "gelu": F.gelu(r(1_000_000))}
+    got["bilinear x2"] = F.interpolate(r(1, 16, 60, 108), scale_factor=2, mode="bilinear")
+    grid = torch.rand(1, 60, 108, 2, generator=g) * 2 - 1
+    got["grid_sample"] = F.grid_sample(r(1, 16, 60, 108), grid, align_corners=True)
+    xi, wd = r(1, 32, 30, 54).requires_grad_(), (r(32, 8, 3, 3) * 0.05).requires_grad_()
+    mask = torch.rand(1, 36, 30, 54, generator=g)
+    yd = deform_conv2d(xi, r(1, 72, 30, 54), wd, padding=1, mask=mask)
+    yd.square().sum().backward()
+    got |= {"deform_conv2d forward": yd, "deform_conv2d weight grad": wd.grad}
+    p = torch.nn.Parameter(r(1_000_000))
+    adam = torch.optim.Adam([p], lr=1e-4, betas=(0.0, 0.99))
+    for _ in range(2):
+        p.grad = r(1_000_000)
+        adam.step()
+    got["adam step"] = p
+    np.savez(out, **{k: t.detach().numpy() for k, t in got.items()})
+
+
+def kernel_table(work: Path, variants: list[Variant]) -> str:
+    """Each kernel's output in each variant against the first: = (bitwise) or max|diff|/max|x|."""
+    outs = {}
+    for variant in variants:
+        folder = work / "kernels"
+        folder.mkdir(parents=True, exist_ok=True)
+        _run(__file__, ["--probe", str(folder / f"{variant.name}.npz")], folder, variant)
+        outs[variant.name] = np.load(folder / f"{variant.name}.npz")
+    base = outs[variants[0].name]
+    names = [v.name for v in variants[1:]]
+    title = f"kernels: each output against '{variants[0].name}' (= bitwise, else max|diff|/max|x|)"
+    lines = [title, f"{'kernel':<26}" + "".join(f"{n:>13}" for n in names)]
+    for key in base.files:
+        cells = []
+        for name in names:
+            a, b = base[key].astype(np.float64), outs[name][key].astype(np.float64)
+            same = np.array_equal(base[key], outs[name][key])
+            cells.append("=" if same else f"{np.abs(a - b).max() / np.abs(a).max():.1e}")
+        lines.append(f"{key:<26}" + "".join(f"{c:>13}" for c in cells))
+    return "\n".join(lines)
+
+
 def _dataset(work: Path) -> Path:
     """The embedded sample prepared with the test masks, as the pipeline's first stages make it."""
     sys.path.insert(0, str(ROOT / "src"))
@@ -220,14 +297,26 @@ def eval_table(results: dict[str, dict], reference: str) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--iterations", type=int, default=4)
-    parser.add_argument("--variants", default=",".join(v.name for v in VARIANTS))
+    parser.add_argument("--variants", default=",".join(TRAIN_VARIANTS), help="train variants")
+    parser.add_argument("--kernels", action="store_true", help="probe single kernels first")
+    parser.add_argument("--probe", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--eval", action="store_true", help="also score one generator per env")
     parser.add_argument("--committed", action="store_true", help="compare with reports/")
     parser.add_argument("--work", type=Path, default=Path("/tmp/e2fgvi-reproducibility"))
     parser.add_argument("--json", type=Path, help="write every history and comparison here")
     args = parser.parse_args()
+    if args.probe:
+        probe_kernels(args.probe)
+        return
     chosen = [v for v in VARIANTS if v.name in args.variants.split(",")]
     work = args.work.resolve()
+    kernels = kernel_table(work, [v for v in VARIANTS if not v.train]) if args.kernels else ""
+    if kernels:
+        print(kernels, flush=True)
+    if args.json and not chosen:
+        args.json.write_text(json.dumps({"kernels": kernels.splitlines()}, indent=1) + "\n")
+    if not chosen:
+        return
     data = _dataset(work)
     histories, results = {}, {}
     for variant in chosen:
@@ -247,8 +336,9 @@ def main() -> None:
             scores[variant.name] = eval_variant(work, data, work / chosen[0].name, variant)
         print(eval_table(scores, chosen[0].name))
     if args.json:
-        args.json.write_text(json.dumps({"train": results, "histories": histories,
-                                         "eval": scores}, indent=1) + "\n")  # fmt: skip
+        args.json.write_text(json.dumps({"kernels": kernels.splitlines(), "train": results,
+                                         "histories": histories, "eval": scores},
+                                        indent=1) + "\n")  # fmt: skip
 
 
 if __name__ == "__main__":
