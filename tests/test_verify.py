@@ -130,7 +130,9 @@ def test_the_table_lists_each_metric_and_a_verdict_line():
      ("rules: [{match: '*'}]", "give exactly one of exact, abs, rel, positive, skip"),
      ("rules: [{match: '*', abs: -1}]", "rules.0.abs"),
      ("rules: [{match: '*', tol: 1}]", "rules.0.tol: Extra inputs"),
-     ("rules: [", "not valid YAML")],
+     ("rules: [", "not valid YAML at line 1"),
+     ("- match: '*'", "top level: Input should be a valid dictionary"),
+     ("rules: [{abs: 0.1}]", "rules.0.match: Field required")],
 )  # fmt: skip
 def test_a_bad_tolerance_file_is_one_line_naming_it(tmp_path, text, expected):
     path = tmp_path / "verify.yaml"
@@ -138,6 +140,12 @@ def test_a_bad_tolerance_file_is_one_line_naming_it(tmp_path, text, expected):
     with pytest.raises(UserError, match=expected) as info:
         load_tolerances(path)
     assert str(path) in str(info.value) and "\n" not in str(info.value)
+
+
+def test_a_missing_tolerance_file_is_one_line_naming_it(tmp_path):
+    path = tmp_path / "nowhere.yaml"
+    with pytest.raises(UserError, match=r"nowhere\.yaml: tolerance file not found"):
+        load_tolerances(path)
 
 
 def _committed_metrics() -> dict[str, dict[str, object]]:
