@@ -15,7 +15,7 @@ OUT/convergence.json, OUT/convergence.csv and OUT/convergence.png. Device-hours 
 training step times (evaluation excluded) times one device; on a CPU they are CPU device-hours.
 
     PYTHONPATH=src .venv/bin/python benchmarks/convergence.py \
-        [--iterations 600] [--every 100] [--work /tmp/e2fgvi-convergence] \
+        [--iterations 600] [--every 100] [--eval-videos N] [--work /tmp/e2fgvi-convergence] \
         [--out benchmarks/results/convergence]
 """
 
@@ -54,13 +54,15 @@ log = logging.getLogger("convergence")
 EXPERIMENT = "convergence"
 
 
-def _params(source: Path, iterations: int, every: int) -> Params:
+def _params(source: Path, iterations: int, every: int, eval_videos: int | None) -> Params:
     """The sample profile, with the length, checkpoint cadence and tracking of this benchmark."""
     raw = yaml.safe_load(source.read_text())
     raw["train"].update(
         iterations=iterations, checkpoint_every=every, image_every=every, log_every=1
     )
     raw["eval"]["vfid"] = False  # no I3D weights offline; VFID is not the question here
+    if eval_videos is not None:
+        raw["eval"]["max_videos"] = eval_videos
     raw["tracking"].update(experiment=EXPERIMENT, log_checkpoints=False)
     return parse_params(raw, str(source))
 
@@ -118,7 +120,7 @@ def _untrained(params: Params, device: torch.device):
 
 
 def run_benchmark(args: argparse.Namespace) -> dict:
-    params = _params(args.params, args.iterations, args.every)
+    params = _params(args.params, args.iterations, args.every, args.eval_videos)
     if params.model.spynet_init != "random":
         raise SystemExit(
             "convergence.py trains with model.spynet_init: random (no weights offline)"
@@ -156,6 +158,8 @@ def run_benchmark(args: argparse.Namespace) -> dict:
             "device_hours": "summed training step times x 1 device (evaluation excluded)",
             "test_videos": fill.videos,
             "test_frames": fill.frames,
+            "iterations": args.iterations,
+            "eval_every": args.every,
         },
         "nearest_fill": {"psnr": fill.psnr, "ssim": fill.ssim},
         "curve": rows,
@@ -225,6 +229,9 @@ def main() -> None:
     parser.add_argument("--iterations", type=int, default=600)
     parser.add_argument("--every", type=int, default=100)
     parser.add_argument("--work", type=Path, default=Path("/tmp/e2fgvi-convergence"))
+    parser.add_argument(
+        "--eval-videos", type=int, help="score only the first N test videos (eval.max_videos)"
+    )
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/convergence"))
     args = parser.parse_args()
     setup_logging()

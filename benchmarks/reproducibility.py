@@ -16,7 +16,8 @@ fixed inputs in each environment variant and compared bitwise (``--variants ''``
 
     PYTHONPATH=src .venv/bin/python benchmarks/reproducibility.py \
         [--iterations 4] [--variants default,again,threads-1] [--kernels] [--eval] \
-        [--committed] [--work /tmp/e2fgvi-reproducibility] [--json out.json]
+        [--eval-variants default,again] [--eval-videos 1] [--committed] \
+        [--work /tmp/e2fgvi-reproducibility] [--json out.json]
 """
 
 from __future__ import annotations
@@ -78,12 +79,12 @@ EVAL_VARIANTS = ("default", "again", "threads-1", "aten-avx2", "avx2-all", "mkld
 _COMPARED = ("loss/", "grad_norm/")  # the numerics columns of the loss history
 
 
-def _params(folder: Path, iterations: int, train: dict[str, object]) -> None:
+def _params(folder: Path, iterations: int, train: dict[str, object], eval_videos: int) -> None:
     raw = yaml.safe_load((ROOT / "params.yaml").read_text())
     raw["train"].update(
         iterations=iterations, checkpoint_every=iterations, image_every=10**6, **train
     )
-    raw["eval"]["vfid"] = False
+    raw["eval"].update(vfid=False, max_videos=eval_videos)
     raw["tracking"].update(experiment="reproducibility", log_checkpoints=False, retry_interval_s=0)
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
@@ -103,11 +104,13 @@ def _run(module: str, args: list[str], folder: Path, variant: Variant) -> None:
         raise SystemExit(f"{variant.name}: {module} failed:\n{done.stderr[-3000:]}")
 
 
-def train_variant(work: Path, data: Path, variant: Variant, iterations: int) -> list[dict]:
+def train_variant(
+    work: Path, data: Path, variant: Variant, iterations: int, eval_videos: int = 0
+) -> list[dict]:
     folder = work / variant.name
     if folder.exists():
         subprocess.run(["rm", "-rf", str(folder)], check=True)
-    _params(folder, iterations, variant.train)
+    _params(folder, iterations, variant.train, eval_videos)
     _run("e2fgvi.stages.train", ["--data", str(data), "--spynet", "spynet.pth",
          "--checkpoints", "run/checkpoints", "--generator", "run/generator.pth",
          "--cost-record", "run/cost_raw.json", "--run-record", "run/mlflow_run.json",
@@ -301,6 +304,8 @@ def main() -> None:
     parser.add_argument("--kernels", action="store_true", help="probe single kernels first")
     parser.add_argument("--probe", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--eval", action="store_true", help="also score one generator per env")
+    parser.add_argument("--eval-variants", default=",".join(EVAL_VARIANTS))
+    parser.add_argument("--eval-videos", type=int, default=0, help="test videos scored (0: all)")
     parser.add_argument("--committed", action="store_true", help="compare with reports/")
     parser.add_argument("--work", type=Path, default=Path("/tmp/e2fgvi-reproducibility"))
     parser.add_argument("--json", type=Path, help="write every history and comparison here")
@@ -321,7 +326,9 @@ def main() -> None:
     histories, results = {}, {}
     for variant in chosen:
         start = time.perf_counter()
-        histories[variant.name] = train_variant(work, data, variant, args.iterations)
+        histories[variant.name] = train_variant(
+            work, data, variant, args.iterations, args.eval_videos
+        )
         seconds = time.perf_counter() - start
         results[variant.name] = {**compare(histories[chosen[0].name], histories[variant.name]),
                                  "seconds": seconds}  # fmt: skip
@@ -332,7 +339,7 @@ def main() -> None:
     print(train_table(results, chosen[0].name))
     scores = {}
     if args.eval:
-        for variant in (v for v in chosen if v.name in EVAL_VARIANTS):
+        for variant in (v for v in VARIANTS if v.name in args.eval_variants.split(",")):
             scores[variant.name] = eval_variant(work, data, work / chosen[0].name, variant)
         print(eval_table(scores, chosen[0].name))
     if args.json:
