@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 export PATH := $(BIN):$(PATH)
 export DVC_NO_ANALYTICS := 1
 
-.PHONY: setup repro test lint format ui
+.PHONY: setup repro verify test lint format ui
 
 setup: $(STAMP)
 
@@ -21,6 +21,11 @@ $(STAMP): requirements.lock pyproject.toml
 
 repro: setup
 	$(BIN)/dvc repro
+
+# Rerun every stage as a DVC experiment (the workspace is left alone) and judge its metrics
+# against the committed ones under verify.yaml's tolerances (docs/reproducibility.md).
+verify: setup
+	$(BIN)/e2fgvi verify
 
 lint: setup
 	$(BIN)/ruff check .

@@ -18,8 +18,9 @@ from e2fgvi.entry import invoke
 from e2fgvi.logs import setup_logging
 
 DESCRIPTION = (
-    "Check this machine, inpaint videos with a trained E2FGVI model, and measure and compare "
-    "what training it costs. The training pipeline itself runs with 'dvc repro'."
+    "Check this machine, inpaint videos with a trained E2FGVI model, measure and compare "
+    "what training it costs, and verify that a rerun reproduces the committed results. The "
+    "training pipeline itself runs with 'dvc repro'."
 )
 
 # name -> (entry-point module, one-line help)
@@ -31,6 +32,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     ),
     "cost": ("e2fgvi.cost.compare", "compare the measured cost of experiments across MLflow runs"),
     "inpaint": ("e2fgvi.eval.inpaint", "remove masked objects from a video with a checkpoint"),
+    "verify": ("e2fgvi.verify", "rerun the pipeline, compare with the committed metrics"),
 }
 _VERBOSE = ("-v", "--verbose")
 
