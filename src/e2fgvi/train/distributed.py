@@ -91,6 +91,12 @@ def launch(command: list[str]) -> int:
     without torchrun). A worker's error is its own log lines; this adds one line in place of
     torchrun's traceback, none for a refusal (status 2: the worker's one line says it all).
     """
+    # By default torchrun's agents hand their workers one TCP store for the whole job. After a
+    # restart in which one node counted a failure and another only a membership change, the
+    # workers' gloo set-up found the previous attempt's keys there and waited forever (seen in
+    # tests/test_multinode.py). A fresh store per rendezvous round, hosted by rank 0's worker,
+    # has no stale keys.
+    os.environ.setdefault("TORCH_DISABLE_SHARE_RDZV_TCP_STORE", "1")
     try:
         torchrun.run(torchrun.parse_args(command[1:]))
     except ChildFailedError as failed:
