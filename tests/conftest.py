@@ -60,3 +60,17 @@ def tracking_server(tmp_path_factory):
     running = mlflow_server.start(store, folder / "artifacts", folder / "server.log")
     yield running
     mlflow_server.stop(running.process)
+
+
+@pytest.fixture(autouse=True)
+def _tracking_uri_environment_kept():
+    """Each test starts with the session's ``MLFLOW_TRACKING_URI``: MLflow's fluent API writes
+    it into ``os.environ``, and a leak would send later tests' runs to another store."""
+    import os
+
+    before = os.environ.get("MLFLOW_TRACKING_URI")
+    yield
+    if before is None:
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
+    else:
+        os.environ["MLFLOW_TRACKING_URI"] = before

@@ -117,7 +117,8 @@ def test_download_local_then_prepare(project, tmp_path):
     with pytest.raises(
         UserError, match=r"videos a1 \(3 frames\), a2 \(4 frames\) have fewer than 5"
     ):
-        call_stage(prepare, ["--raw", "raw", "--out", "yv", "--report", "reports/data.json"])
+        call_stage(prepare, ["--raw", "raw", "--out", "yv", "--report", "reports/data.json",
+                             "--details", "reports/data_details.json"])  # fmt: skip
 
 
 def test_download_stage_explains_missing_locations(project):

@@ -94,7 +94,7 @@ def _prepare(tmp_path, repo_root, request):
 
     _params(tmp_path, repo_root, edit)
     argv = ["-m", "e2fgvi.stages.prepare", "--raw", "raw", "--out", "yv",
-            "--report", "reports/data.json"]  # fmt: skip
+            "--report", "reports/data.json", "--details", "reports/data_details.json"]  # fmt: skip
     return argv, tmp_path / "yv", ""
 
 
@@ -148,8 +148,8 @@ def _tracked_run(tmp_path) -> Path:
 TINY_TRAINING = {
     "train__num_local_frames": 2, "train__num_ref_frames": 1, "train__iterations": 2,
     "train__log_every": 1, "train__image_every": 1000, "train__checkpoint_every": 2,
-    "cost__warmup_steps": 1, "cost__forecast": {"iterations": 500000, "global_batch": 8,
-    "gpus": 8, "profile_warmup": 0, "profile_steps": 2, "probe_max_clips": 1},
+    "cost__warmup_steps": 1, "cost__forecast": {"profile_warmup": 0, "profile_steps": 2,
+    "probe_max_clips": 1, "derived_margin": 0.25},
     "tracking__experiment": "faults", "tracking__retry_interval_s": 0.0,
 }  # fmt: skip
 
@@ -196,8 +196,10 @@ def _profile(tmp_path, repo_root, request):
     from helpers import write_params
 
     write_params(tmp_path, **TINY_TRAINING)
-    argv = ["-m", "e2fgvi.stages.profile", "--mlruns", "mlruns", "--out", "reports/profile.json"]
-    return argv, tmp_path / "reports", "profile.json"
+    # The plan is the tiny params file itself: the official one takes minutes per step here.
+    argv = ["-m", "e2fgvi.stages.profile", "--plan", "params.yaml", "--mlruns", "mlruns",
+            "--out", "reports/profile"]  # fmt: skip
+    return argv, tmp_path / "reports" / "profile", "profile.json"
 
 
 CASES = [

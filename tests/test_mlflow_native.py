@@ -112,7 +112,8 @@ def _node(rank: int, port: int, url: str, run_file: str) -> None:
     run = None
     if rank == 0:
         run = tracking.RunLogger(url, "two-nodes")
-        run.set_tags({"made": "here"})  # creates the run
+        run.set_tags({"made": "here"})
+        assert run.flush()  # the sender thread creates runs; this sends now, on this thread
         with open(run_file, "w") as handle:
             handle.write(run.run_id)
     world = World(rank, 0, 2, torch.device("cpu"))

@@ -284,7 +284,11 @@ def repro(team, tmp_path_factory) -> tuple[Path, tuple[str, str]]:
     assert done.returncode == 0, (done.stdout + done.stderr)[-4000:]
     for stage in ("train", "evaluate", "cost"):
         assert f"Running stage '{stage}'" in done.stdout, stage
-    assert "WARNING" not in done.stderr and "ERROR" not in done.stderr, done.stderr[-3000:]
+    # MLflow's own notice that a pyfunc model is stored with cloudpickle is expected; any other
+    # warning (credentials, buffering, spooling) is not.
+    warnings = [line for line in done.stderr.splitlines() if "WARNING" in line or "ERROR" in line]
+    unexpected = [line for line in warnings if "mlflow.pyfunc: Passing a Python object" not in line]
+    assert not unexpected, done.stderr[-3000:]
     return copy, user
 
 

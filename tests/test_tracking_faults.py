@@ -239,7 +239,7 @@ def test_dvc_repro_after_a_server_outage_attaches_evaluate_and_cost_to_the_run(t
         assert "Running stage 'evaluate'" in output and "Running stage 'cost'" in output
         (run,) = tracking.search_runs(url, ["offline-test"])
         history = tracking.metric_history(url, run.run_id, "loss/hole")
-        status = _dvc(copy, env, "status")
+        status = _dvc(copy, env, "status", "cost")  # cost and every stage before it
     finally:
         mlflow_server.stop(server.process)
     assert run.status == "FINISHED" and run.params["train.iterations"] == "2"

@@ -18,8 +18,11 @@ from __future__ import annotations
 
 import importlib
 import logging
+import os
 import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -73,14 +76,33 @@ def _package_copy(folder: Path) -> Path:
     return target
 
 
-def log_and_register(client: MlflowClient, run_id: str, record: dict[str, Any]) -> None:
-    """Log the record's model to run ``run_id``; register it and tag the version when named."""
+@contextmanager
+def _fluent_tracking_uri(uri: str) -> Iterator[None]:
+    """MLflow's process-wide tracking URI set to ``uri`` for the fluent API (``Model.log``).
+
+    MLflow writes that URI into ``os.environ`` and, on leaving, writes back whatever it held
+    before; the caller's ``MLFLOW_TRACKING_URI`` is restored exactly, or a later call in the
+    same process (a test, a notebook) would silently log to this server.
+    """
     from mlflow.tracking._tracking_service.utils import _use_tracking_uri
 
+    saved = os.environ.get("MLFLOW_TRACKING_URI")
+    try:
+        with _use_tracking_uri(uri):
+            yield
+    finally:
+        if saved is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+        else:
+            os.environ["MLFLOW_TRACKING_URI"] = saved
+
+
+def log_and_register(client: MlflowClient, run_id: str, record: dict[str, Any]) -> None:
+    """Log the record's model to run ``run_id``; register it and tag the version when named."""
     with np.load(record["files"]["example"]) as example:
         clip = {"frames": example["frames"], "masks": example["masks"]}
     name = record["registered_model"] or None
-    with tempfile.TemporaryDirectory() as tmp, _use_tracking_uri(client.tracking_uri):
+    with tempfile.TemporaryDirectory() as tmp, _fluent_tracking_uri(client.tracking_uri):
         info = Model.log(
             artifact_path=None,
             name=MODEL_NAME,

@@ -143,6 +143,8 @@ def start_system_metrics(
     if interval <= 0:
         return None
     several = params.train.nnodes > 1
+    if several and run is not None and run.run_id is None:
+        run.flush()  # runs are made by the sender thread; the other nodes need the id now
     target = (run.run_id, run.uri) if run is not None else None
     if several:
         target = broadcast_object(target, world)
