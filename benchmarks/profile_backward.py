@@ -1,0 +1,82 @@
+"""Op-level CPU profile of the generator forward and backward: ours next to the official one.
+
+    PYTHONPATH=src python benchmarks/profile_backward.py --official /path/to/E2FGVI
+    PYTHONPATH=src python benchmarks/profile_backward.py --official ../E2FGVI --config hq --top 30
+
+Same weights, same clip, fp32, batch 1, one fresh process per side (profiled after one warm-up
+forward + backward). The loss is L1(prediction, clip) + L1(flows), so the backward runs through
+the generator only. Tables: self CPU time per op name (what each op itself costs, children
+excluded), the largest first, both sides in one table; then each side's top ops with shapes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+from pathlib import Path
+
+from interleave import load_avg, machine, print_table, run_worker
+from vs_official import CONFIGS, SIDES
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--official", type=Path, required=True, help="E2FGVI checkout")
+    parser.add_argument("--config", choices=list(CONFIGS), default="e2fgvi")
+    parser.add_argument("--top", type=int, default=25, help="ops per table")
+    parser.add_argument("--json", type=Path, help="also write the full op tables here")
+    return parser.parse_args()
+
+
+def side_by_side(results: dict[str, dict], phase: str, top: int) -> list[list[str]]:
+    by_name = {side: {r["name"]: r for r in results[side][phase]} for side in SIDES}
+    names = sorted(
+        set(by_name["ours"]) | set(by_name["official"]),
+        key=lambda n: -max(by_name[s].get(n, {}).get("self_ms", 0) for s in SIDES),
+    )
+    rows = []
+    for name in names[:top]:
+        cells = []
+        for side in SIDES:
+            r = by_name[side].get(name)
+            cells += [f"{r['self_ms']:.0f}", str(r["count"])] if r else ["-", "-"]
+        rows.append([name, *cells])
+    return rows
+
+
+def main() -> None:
+    args = parse_args()
+    config = {**CONFIGS[args.config], "device": "cpu", "official": str(args.official.resolve())}
+    print(f"machine: {machine()}; load average at start: {load_avg()[0]:.2f}")
+    results = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        weights = str(Path(tmp) / "weights.pt")
+        run_worker({**config, "side": "ours", "task": "setup", "weights": weights})
+        for side in SIDES:
+            results[side] = run_worker(
+                {**config, "side": side, "task": "profile", "weights": weights}
+            )
+    c = CONFIGS[args.config]
+    print(
+        f"{c['variant']} {c['width']}x{c['height']} {c['num_local']}+{c['num_ref']}, fp32, "
+        f"batch 1; load average at end: {load_avg()[0]:.2f}"
+    )
+    for phase in ("forward", "backward"):
+        walls = ", ".join(f"{s} {results[s][f'{phase}_s']:.1f} s" for s in SIDES)
+        print(f"\n{phase} under the profiler (wall, profiler overhead included): {walls}")
+        header = ["op", "ours self ms", "ours calls", "official self ms", "official calls"]
+        print_table(header, side_by_side(results, phase, args.top))
+        for side in SIDES:
+            print(f"\n{side} {phase}: top ops by self CPU time, grouped by input shapes")
+            rows = [
+                [r["name"], f"{r['self_ms']:.0f}", str(r["count"]), r["shapes"][:90]]
+                for r in results[side][f"{phase}_shapes"][: args.top // 2]
+            ]
+            print_table(["op", "self ms", "calls", "input shapes"], rows)
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,166 @@
+"""What each training speed switch gives: step time vs fp32 eager, and the loss deviation.
+
+    PYTHONPATH=src python benchmarks/speed_switches.py
+    PYTHONPATH=src python benchmarks/speed_switches.py --switches fp32 bf16 bf16+channels_last \
+        --config e2fgvi --repeats 3 --steps 4 --device cuda
+
+Our real ``train_step`` (batch 1) at the official configuration (``--config e2fgvi``: 432x240,
+5+3 frames) or, by default so that a CPU run takes minutes, E2FGVI-HQ at 216x120 with 3+2;
+one fresh process per switch and repeat, interleaved. Each process starts from the same weights
+and trains ``--steps`` iterations on the same clip (the first is warm-up and, for compile, the
+compilation); the losses of every step are compared with fp32 eager's.
+
+Switches (combine with "+"): bf16 / fp16 (``train.amp``), channels_last, compile (on the
+generator and discriminator, as ``train.compile`` does), foreach / fused (Adam implementation;
+``train/optim.py`` builds ``torch.optim.Adam`` with its defaults, i.e. the single-tensor loop on
+CPU), tf32 and no_cudnn_benchmark (CUDA only: neither has any effect on a CPU).
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from interleave import interleaved, load_avg, machine, median, print_table, run_worker
+from torchvision.ops import deform_conv2d
+from vs_official import CONFIGS
+
+TERMS = ("loss/generator", "loss/hole", "loss/valid", "loss/flow", "loss/discriminator")
+SWITCHES = {
+    "fp32": {},
+    "bf16": {"amp": "bf16"},
+    "fp16": {"amp": "fp16"},
+    "channels_last": {"channels_last": True},
+    "compile": {"compile": True},
+    "foreach": {"adam": "foreach"},
+    "fused": {"adam": "fused"},
+    "tf32": {"tf32": True},
+    "no_cudnn_benchmark": {"cudnn_benchmark": False},
+}
+CUDA_ONLY = ("fp16", "tf32", "no_cudnn_benchmark")
+DEFAULT = ("fp32", "bf16", "channels_last", "fused", "compile")
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--switches",
+        nargs="+",
+        default=list(DEFAULT),
+        help=f"from {', '.join(SWITCHES)}; combine with '+'",
+    )
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument("--repeats", type=int, default=1, help="processes per switch")
+    parser.add_argument("--steps", type=int, default=3, help="iterations per process")
+    parser.add_argument("--warmup", type=int, default=1, help="of --steps, untimed")
+    parser.add_argument(
+        "--config",
+        choices=list(CONFIGS),
+        default="hq",
+        help="e2fgvi: the official 432x240 5+3 (slow on a CPU); hq: 216x120 3+2",
+    )
+    return parser.parse_args()
+
+
+def switch_settings(name: str, device: str) -> dict[str, Any]:
+    settings: dict[str, Any] = {}
+    for part in name.split("+"):
+        if part not in SWITCHES:
+            raise SystemExit(f"unknown switch {part!r}; choose from {', '.join(SWITCHES)}")
+        if part in CUDA_ONLY and device != "cuda":
+            raise SystemExit(f"{part} applies on CUDA only (no effect or unsupported on CPU)")
+        settings |= SWITCHES[part]
+    return settings
+
+
+def deviation(losses: list[dict[str, float]], reference: list[dict[str, float]]) -> float:
+    """Largest relative difference over the steps and the loss terms."""
+    return max(
+        abs(a[k] - b[k]) / max(abs(b[k]), 1e-6)
+        for a, b in zip(losses, reference, strict=True)
+        for k in TERMS
+    )
+
+
+def print_dcn_autocast_facts() -> None:
+    """What CPU autocast does with torchvision's deform_conv2d (no CPU bf16 kernel)."""
+    x, w = torch.randn(1, 8, 6, 6), torch.randn(4, 8, 3, 3)
+    offset, mask = torch.randn(1, 18, 6, 6), torch.rand(1, 9, 6, 6)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = deform_conv2d(x, offset, w, padding=(1, 1), mask=mask)
+        print(f"deform_conv2d under CPU bf16 autocast, fp32 inputs -> {out.dtype} (not cast)")
+        try:
+            deform_conv2d(
+                x.bfloat16(), offset.bfloat16(), w.bfloat16(), padding=(1, 1), mask=mask.bfloat16()
+            )
+            print("deform_conv2d with bf16 inputs: runs")
+        except RuntimeError as exc:
+            print(
+                f"deform_conv2d with bf16 inputs: RuntimeError ({str(exc).split(',')[-1].strip()})"
+            )
+    keys = [
+        line.split(":")[0]
+        for line in torch._C._dispatch_dump("torchvision::deform_conv2d").splitlines()
+    ]
+    print(f"deform_conv2d dispatch keys with kernels: {', '.join(k for k in keys if k)}")
+
+
+def main() -> None:
+    args = parse_args()
+    config = CONFIGS[args.config] | {"device": args.device}
+    print(f"machine: {machine()}")
+    print(f"load average at start: {' '.join(f'{v:.2f}' for v in load_avg())}")
+    print_dcn_autocast_facts()
+    loads: list[float] = []
+
+    def progress(line: str) -> None:
+        loads.append(load_avg()[0])
+        print(line, flush=True)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        weights = str(Path(tmp) / "weights.pt")
+        run_worker({**config, "side": "ours", "task": "setup", "weights": weights})
+        names = ["fp32", *(s for s in args.switches if s != "fp32")]
+        specs = {
+            name: {
+                **config,
+                "side": "ours",
+                "task": "step",
+                "weights": weights,
+                "warmup": args.warmup,
+                "iters": args.steps - args.warmup,
+                "switches": switch_settings(name, args.device),
+            }
+            for name in names
+        }
+        runs = interleaved(specs, args.repeats, progress)
+    base = median([median([p["total"] for p in r["phases"]]) for r in runs["fp32"]])
+    reference = runs["fp32"][0]["losses"]
+    rows = []
+    for name in names:
+        step = median([median([p["total"] for p in r["phases"]]) for r in runs[name]])
+        first = median([r["warmup_s"][0] for r in runs[name]]) if args.warmup else float("nan")
+        dev = max(deviation(r["losses"], reference) for r in runs[name])
+        mem = median([r["peak_mib"] for r in runs[name]])
+        rows.append(
+            [name, f"{step:.2f}", f"{base / step:.2f}x", f"{first:.1f}", f"{dev:.1e}", f"{mem:.0f}"]
+        )
+    print(
+        f"\nload average at end: {' '.join(f'{v:.2f}' for v in load_avg())}; 1-min load "
+        f"sampled after each process: median {median(loads):.2f}, max {max(loads):.2f}"
+    )
+    print(
+        f"{config['variant']} {config['width']}x{config['height']}, "
+        f"{config['num_local']}+{config['num_ref']} frames, batch 1, {args.device}; {args.repeats} "
+        f"interleaved process(es) per switch, {args.steps} steps each ({args.warmup} warm-up); "
+        f"loss deviation: max relative difference to fp32 over all steps and {', '.join(TERMS)}\n"
+    )
+    header = ["switch", "step (s)", "speed-up", "first step (s)", "loss dev.", "peak MiB"]
+    print_table(header, rows)
+
+
+if __name__ == "__main__":
+    main()
