@@ -101,11 +101,10 @@ def print_dcn_autocast_facts() -> None:
             print(
                 f"deform_conv2d with bf16 inputs: RuntimeError ({str(exc).split(',')[-1].strip()})"
             )
-    keys = [
-        line.split(":")[0]
-        for line in torch._C._dispatch_dump("torchvision::deform_conv2d").splitlines()
-    ]
-    print(f"deform_conv2d dispatch keys with kernels: {', '.join(k for k in keys if k)}")
+    dump = torch._C._dispatch_dump("torchvision::deform_conv2d").splitlines()
+    keys = [line.split(":")[0] for line in dump if "registered at" in line]
+    cpu_autocast = "yes" if "AutocastCPU" in keys else "no"
+    print(f"deform_conv2d kernels: {', '.join(keys)}; CPU autocast rule: {cpu_autocast}")
 
 
 def main() -> None:
