@@ -102,7 +102,7 @@ def print_dcn_autocast_facts() -> None:
                 f"deform_conv2d with bf16 inputs: RuntimeError ({str(exc).split(',')[-1].strip()})"
             )
     dump = torch._C._dispatch_dump("torchvision::deform_conv2d").splitlines()
-    keys = [line.split(":")[0] for line in dump if "registered at" in line]
+    keys = [line.split(":")[0] for line in dump if line[:1].isupper() and "registered" in line]
     cpu_autocast = "yes" if "AutocastCPU" in keys else "no"
     print(f"deform_conv2d kernels: {', '.join(keys)}; CPU autocast rule: {cpu_autocast}")
 
