@@ -50,13 +50,22 @@ def interleaved(
     specs: dict[str, dict[str, Any]],
     repeats: int,
     progress: Callable[[str], None] = lambda _: None,
+    keep_going: bool = False,
 ) -> dict[str, list[dict[str, Any]]]:
-    """``repeats`` rounds, each running every spec once in the given order (A B A B ...)."""
+    """``repeats`` rounds, each running every spec once in the given order (A B A B ...).
+
+    With ``keep_going`` a failed run is recorded as ``{"error": last line}`` and the others go on.
+    """
     results: dict[str, list[dict[str, Any]]] = {label: [] for label in specs}
     for r in range(repeats):
         for label, spec in specs.items():
             start = time.perf_counter()
-            results[label].append(run_worker(spec))
+            try:
+                results[label].append(run_worker(spec))
+            except RuntimeError as exc:
+                if not keep_going:
+                    raise
+                results[label].append({"error": str(exc).strip().splitlines()[-1]})
             progress(
                 f"  {spec['task']:8s} {label:28s} repeat {r + 1}/{repeats}: "
                 f"{time.perf_counter() - start:6.1f} s wall, load {load_avg()[0]:.2f}"

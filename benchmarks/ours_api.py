@@ -37,6 +37,7 @@ class Setup:
     device: str = "cpu"
     amp: str = "fp32"
     channels_last: bool = False
+    channels_last_generator: bool = False  # benchmark-only: the generator alone in channels_last
     compile: bool = False
     tf32: bool = False
     cudnn_benchmark: bool = True
@@ -134,7 +135,10 @@ def build_trainer(setup: Setup) -> Trainer:
     device = torch.device(setup.device)
     world = World(0, 0, 1, device)
     precision.apply_backend_switches(params.train, device)
-    return Trainer(build_nets(params, None, world), params, world)
+    nets = build_nets(params, None, world)
+    if setup.channels_last_generator:
+        unwrap(nets.generator).to(memory_format=torch.channels_last)
+    return Trainer(nets, params, world)
 
 
 def train_dataset(root: Path, index: Path, setup: Setup) -> TrainClips:

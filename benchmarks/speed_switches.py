@@ -11,7 +11,9 @@ and trains ``--steps`` iterations on the same clip (the first is warm-up and, fo
 compilation); the losses of every step are compared with fp32 eager's.
 
 Switches (combine with "+"): bf16 / fp16 (``train.amp``), channels_last, compile (on the
-generator and discriminator, as ``train.compile`` does), foreach / fused (Adam implementation;
+generator and discriminator, as ``train.compile`` does), channels_last_g (the generator alone in
+channels_last: ``train.channels_last`` also converts the discriminator, whose 5-D Conv3d weights
+channels_last refuses), foreach / fused (Adam implementation;
 ``train/optim.py`` builds ``torch.optim.Adam`` with its defaults, i.e. the single-tensor loop on
 CPU), tf32 and no_cudnn_benchmark (CUDA only: neither has any effect on a CPU).
 """
@@ -34,6 +36,7 @@ SWITCHES = {
     "bf16": {"amp": "bf16"},
     "fp16": {"amp": "fp16"},
     "channels_last": {"channels_last": True},
+    "channels_last_g": {"channels_last_generator": True},
     "compile": {"compile": True},
     "foreach": {"adam": "foreach"},
     "fused": {"adam": "fused"},
@@ -41,7 +44,7 @@ SWITCHES = {
     "no_cudnn_benchmark": {"cudnn_benchmark": False},
 }
 CUDA_ONLY = ("fp16", "tf32", "no_cudnn_benchmark")
-DEFAULT = ("fp32", "bf16", "channels_last", "fused", "compile")
+DEFAULT = ("fp32", "bf16", "channels_last", "channels_last_g", "fused", "compile")
 
 
 def parse_args() -> argparse.Namespace:
@@ -135,17 +138,30 @@ def main() -> None:
             }
             for name in names
         }
-        runs = interleaved(specs, args.repeats, progress)
+        runs = interleaved(specs, args.repeats, progress, keep_going=True)
     base = median([median([p["total"] for p in r["phases"]]) for r in runs["fp32"]])
     reference = runs["fp32"][0]["losses"]
     rows = []
     for name in names:
-        step = median([median([p["total"] for p in r["phases"]]) for r in runs[name]])
-        first = median([r["warmup_s"][0] for r in runs[name]]) if args.warmup else float("nan")
-        dev = max(deviation(r["losses"], reference) for r in runs[name])
-        mem = median([r["peak_mib"] for r in runs[name]])
+        done = [r for r in runs[name] if "error" not in r]
+        if not done:
+            rows.append([name, "fails", "-", "-", "-", "-", runs[name][0]["error"][:80]])
+            continue
+        step = median([median([p["total"] for p in r["phases"]]) for r in done])
+        first = median([r["warmup_s"][0] for r in done]) if args.warmup else float("nan")
+        dev = max(deviation(r["losses"], reference) for r in done)
+        mem = median([r["peak_mib"] for r in done])
+        note = f"{len(runs[name]) - len(done)} run(s) failed" if len(done) < len(runs[name]) else ""
         rows.append(
-            [name, f"{step:.2f}", f"{base / step:.2f}x", f"{first:.1f}", f"{dev:.1e}", f"{mem:.0f}"]
+            [
+                name,
+                f"{step:.2f}",
+                f"{base / step:.2f}x",
+                f"{first:.1f}",
+                f"{dev:.1e}",
+                f"{mem:.0f}",
+                note,
+            ]
         )
     print(
         f"\nload average at end: {' '.join(f'{v:.2f}' for v in load_avg())}; 1-min load "
@@ -157,7 +173,7 @@ def main() -> None:
         f"interleaved process(es) per switch, {args.steps} steps each ({args.warmup} warm-up); "
         f"loss deviation: max relative difference to fp32 over all steps and {', '.join(TERMS)}\n"
     )
-    header = ["switch", "step (s)", "speed-up", "first step (s)", "loss dev.", "peak MiB"]
+    header = ["switch", "step (s)", "speed-up", "first step (s)", "loss dev.", "peak MiB", "note"]
     print_table(header, rows)
 
 
