@@ -8,7 +8,8 @@ times (each profiled after one warm-up forward + backward); per op the smallest 
 the repeats is kept, since on a shared machine the same op on the same shapes varies by 1.5x
 between processes. The loss is L1(prediction, clip) + L1(flows), so the backward runs through
 the generator only. Tables: self CPU time per op name (what each op itself costs, children
-excluded), the largest first, both sides in one table; then each side's top ops with shapes.
+excluded), the largest first, both sides in one table; each side's top ops with shapes; and
+the backward graph's nodes (the gradient of which forward op) by total time.
 """
 
 from __future__ import annotations
@@ -51,7 +52,7 @@ def side_by_side(results: dict[str, dict], phase: str, top: int) -> list[list[st
 def fastest(runs: list[dict]) -> dict:
     """Per table and op (and shapes), the smallest self time over the runs; walls likewise."""
     out = {k: min(r[k] for r in runs) for k in ("forward_s", "backward_s")}
-    for table in ("forward", "backward", "forward_shapes", "backward_shapes"):
+    for table in ("forward", "backward", "forward_shapes", "backward_shapes", "backward_nodes"):
         best: dict[tuple[str, str], dict] = {}
         for run in runs:
             for row in run[table]:
@@ -91,6 +92,11 @@ def main() -> None:
                 for r in results[side][f"{phase}_shapes"][: args.top // 2]
             ]
             print_table(["op", "self ms", "calls", "input shapes"], rows)
+    print("\nbackward graph nodes by total CPU time (children included; 'self ms' = total here)")
+    print_table(
+        ["node", "ours ms", "ours calls", "official ms", "official calls"],
+        side_by_side(results, "backward_nodes", args.top),
+    )
     if args.json:
         args.json.write_text(json.dumps(results, indent=1))
 

@@ -238,7 +238,26 @@ def task_profile(spec: dict[str, Any]) -> dict[str, Any]:
         loss.backward()
     out["backward_s"] = time.perf_counter() - start
     out["backward"], out["backward_shapes"] = _op_table(prof, False), _op_table(prof, True)
+    out["backward_nodes"] = _node_table(prof)
     return out
+
+
+def _node_table(prof: Any) -> list[dict[str, Any]]:
+    """Backward graph nodes (which forward op's gradient) by total CPU time, children included."""
+    prefix = "autograd::engine::evaluate_function: "
+    rows = [
+        {
+            "name": e.key.removeprefix(prefix),
+            "shapes": "",
+            "self_ms": e.cpu_time_total / 1e3,
+            "total_ms": e.cpu_time_total / 1e3,
+            "count": e.count,
+        }
+        for e in prof.key_averages()
+        if e.key.startswith(prefix)
+    ]
+    rows.sort(key=lambda r: -r["self_ms"])
+    return rows[:60]
 
 
 TASKS = {
