@@ -29,6 +29,12 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--config", choices=list(CONFIGS), default="e2fgvi")
     parser.add_argument("--top", type=int, default=25, help="ops per table")
     parser.add_argument("--repeats", type=int, default=2, help="interleaved processes per side")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        help="torch threads per process (0: default; 1 on a loaded shared machine)",
+    )
     parser.add_argument("--json", type=Path, help="also write the full op tables here")
     return parser.parse_args()
 
@@ -66,6 +72,8 @@ def fastest(runs: list[dict]) -> dict:
 def main() -> None:
     args = parse_args()
     config = {**CONFIGS[args.config], "device": "cpu", "official": str(args.official.resolve())}
+    if args.threads:
+        config["threads"] = args.threads
     print(f"machine: {machine()}; load average at start: {load_avg()[0]:.2f}")
     with tempfile.TemporaryDirectory() as tmp:
         weights = str(Path(tmp) / "weights.pt")

@@ -56,6 +56,12 @@ def parse_args() -> argparse.Namespace:
         help=f"from {', '.join(SWITCHES)}; combine with '+'",
     )
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        help="torch threads per process (0: default; 1 on a loaded shared machine)",
+    )
     parser.add_argument("--repeats", type=int, default=1, help="processes per switch")
     parser.add_argument("--steps", type=int, default=3, help="iterations per process")
     parser.add_argument("--warmup", type=int, default=1, help="of --steps, untimed")
@@ -113,6 +119,8 @@ def print_dcn_autocast_facts() -> None:
 def main() -> None:
     args = parse_args()
     config = CONFIGS[args.config] | {"device": args.device}
+    if args.threads:
+        config["threads"] = args.threads
     print(f"machine: {machine()}")
     print(f"load average at start: {' '.join(f'{v:.2f}' for v in load_avg())}")
     print_dcn_autocast_facts()
@@ -169,7 +177,8 @@ def main() -> None:
     )
     print(
         f"{config['variant']} {config['width']}x{config['height']}, "
-        f"{config['num_local']}+{config['num_ref']} frames, batch 1, {args.device}; {args.repeats} "
+        f"{config['num_local']}+{config['num_ref']} frames, batch 1, {args.device}, "
+        f"torch threads {args.threads or torch.get_num_threads()}; {args.repeats} "
         f"interleaved process(es) per switch, {args.steps} steps each ({args.warmup} warm-up); "
         f"loss deviation: max relative difference to fp32 over all steps and {', '.join(TERMS)}\n"
     )

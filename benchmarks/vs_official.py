@@ -50,7 +50,12 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--loader-clips", type=int, default=12, help="timed clips per process")
     parser.add_argument("--mask-videos", type=int, default=10, help="timed mask videos")
     parser.add_argument("--video-frames", type=int, default=132, help="frames per loader video")
-    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        help="torch threads per process (0: default; 1 on a loaded shared machine)",
+    )
     parser.add_argument("--json", type=Path, help="also write every raw figure here")
     return parser.parse_args()
 
@@ -206,8 +211,10 @@ def main() -> None:
     load_start = load_avg()
     print(f"machine: {info}")
     print(f"load average at start: {load_start[0]:.2f} {load_start[1]:.2f} {load_start[2]:.2f}")
+    threads = args.threads or torch.get_num_threads()
     print(
-        f"fp32, batch 1, device {args.device}, {args.repeats} interleaved repeats per side, "
+        f"fp32, batch 1, device {args.device}, torch threads {threads}, "
+        f"{args.repeats} interleaved repeats per side, "
         f"{args.warmup} warm-up + {args.iters} timed iterations per process"
     )
     rows, raw, loads = (
