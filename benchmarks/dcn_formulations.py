@@ -87,9 +87,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", default="60x108", help="HxW of the feature map")
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     h, w = (int(v) for v in args.size.split("x"))
-    print(f"machine: {machine()}; load average at start: {load_avg()[0]:.2f}")
+    print(
+        f"machine: {machine()}; load average at start: {load_avg()[0]:.2f}; "
+        f"torch threads {torch.get_num_threads()}"
+    )
     a, b = inputs(h, w), inputs(h, w)
     ref, alt = torchvision_dcn(*a), deform_conv_by_sampling(*b)
     ref.square().mean().backward()
