@@ -219,7 +219,10 @@ def main() -> None:
     )
     rows, raw, loads = (
         [],
-        {"machine": info, "args": vars(args) | {"official": str(args.official)}},
+        {
+            "machine": info,
+            "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+        },
         [],
     )
 
