@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -65,6 +66,12 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--repeats", type=int, default=1, help="processes per switch")
     parser.add_argument("--steps", type=int, default=3, help="iterations per process")
     parser.add_argument("--warmup", type=int, default=1, help="of --steps, untimed")
+    parser.add_argument(
+        "--paired",
+        action="store_true",
+        help="run fp32 before and after every switch; speed-up against the mean "
+        "of those two (for a machine whose load drifts)",
+    )
     parser.add_argument(
         "--config",
         choices=list(CONFIGS),
@@ -116,6 +123,41 @@ def print_dcn_autocast_facts() -> None:
     print(f"deform_conv2d kernels: {', '.join(keys)}; CPU autocast rule: {cpu_autocast}")
 
 
+def step_time(run: dict[str, Any]) -> float:
+    """A process's step time: the median of its timed iterations."""
+    return median([p["total"] for p in run["phases"]])
+
+
+def paired_runs(specs: dict[str, dict[str, Any]], repeats: int, progress) -> tuple[dict, dict]:
+    """fp32, then each switch followed by fp32 again: every switch sits between two fp32 runs.
+
+    Returns the runs per switch and, per switch, (fp32 before, own, fp32 after) run indices.
+    """
+    names = list(specs)
+    runs: dict[str, list[dict[str, Any]]] = {n: [] for n in names}
+    pairs: dict[str, list[tuple[int, int, int]]] = {n: [] for n in names[1:]}
+
+    def go(name: str) -> None:
+        start = time.perf_counter()
+        try:
+            runs[name].append(run_worker(specs[name]))
+        except RuntimeError as exc:
+            runs[name].append({"error": str(exc).strip().splitlines()[-1]})
+        progress(
+            f"  {name:28s} {time.perf_counter() - start:6.1f} s wall, load {load_avg()[0]:.2f}"
+        )
+
+    for _ in range(repeats):
+        go(names[0])
+        for name in names[1:]:
+            go(name)
+            go(names[0])
+            pairs[name].append(
+                (len(runs[names[0]]) - 2, len(runs[name]) - 1, len(runs[names[0]]) - 1)
+            )
+    return runs, pairs
+
+
 def main() -> None:
     args = parse_args()
     config = CONFIGS[args.config] | {"device": args.device}
@@ -146,8 +188,11 @@ def main() -> None:
             }
             for name in names
         }
-        runs = interleaved(specs, args.repeats, progress, keep_going=True)
-    base = median([median([p["total"] for p in r["phases"]]) for r in runs["fp32"]])
+        if args.paired:
+            runs, pairs = paired_runs(specs, args.repeats, progress)
+        else:
+            runs, pairs = interleaved(specs, args.repeats, progress, keep_going=True), None
+    base = median([step_time(r) for r in runs["fp32"]])
     reference = runs["fp32"][0]["losses"]
     rows = []
     for name in names:
@@ -155,7 +200,17 @@ def main() -> None:
         if not done:
             rows.append([name, "fails", "-", "-", "-", "-", runs[name][0]["error"][:80]])
             continue
-        step = median([median([p["total"] for p in r["phases"]]) for r in done])
+        step = median([step_time(r) for r in done])
+        speedup = base / step
+        if pairs is not None and name != "fp32":
+            ratios = [
+                (step_time(runs["fp32"][a]) + step_time(runs["fp32"][c]))
+                / 2
+                / step_time(runs[name][b])
+                for a, b, c in pairs[name]
+                if "error" not in runs[name][b]
+            ]
+            speedup = median(ratios)
         first = median([r["warmup_s"][0] for r in done]) if args.warmup else float("nan")
         dev = max(deviation(r["losses"], reference) for r in done)
         mem = median([r["peak_mib"] for r in done])
@@ -164,7 +219,7 @@ def main() -> None:
             [
                 name,
                 f"{step:.2f}",
-                f"{base / step:.2f}x",
+                f"{speedup:.2f}x",
                 f"{first:.1f}",
                 f"{dev:.1e}",
                 f"{mem:.0f}",
@@ -180,7 +235,14 @@ def main() -> None:
         f"{config['num_local']}+{config['num_ref']} frames, batch 1, {args.device}, "
         f"torch threads {args.threads or torch.get_num_threads()}; {args.repeats} "
         f"interleaved process(es) per switch, {args.steps} steps each ({args.warmup} warm-up); "
-        f"loss deviation: max relative difference to fp32 over all steps and {', '.join(TERMS)}\n"
+        f"loss deviation: max relative difference to fp32 over all steps and {', '.join(TERMS)}"
+        + (
+            "; speed-up: median over repeats of (mean of the fp32 runs just before and after) / "
+            "switch"
+            if args.paired
+            else "; speed-up: median fp32 step / median switch step"
+        )
+        + "\n"
     )
     header = ["switch", "step (s)", "speed-up", "first step (s)", "loss dev.", "peak MiB", "note"]
     print_table(header, rows)
