@@ -147,8 +147,8 @@ def paired_runs(specs: dict[str, dict[str, Any]], repeats: int, progress) -> tup
             f"  {name:28s} {time.perf_counter() - start:6.1f} s wall, load {load_avg()[0]:.2f}"
         )
 
+    go(names[0])
     for _ in range(repeats):
-        go(names[0])
         for name in names[1:]:
             go(name)
             go(names[0])

@@ -159,3 +159,26 @@ def test_official_and_ours_compute_the_same_function(tmp_path):
                               warmup=0, iters=1, threads=0)  # fmt: skip
     report = check_same_function(args, "hq", tmp_path)
     assert report["max|diff| pred"] < 1e-4
+
+
+def test_paired_runs_put_every_switch_between_two_fp32_runs(monkeypatch):
+    import speed_switches
+
+    order = []
+
+    def fake(spec):
+        order.append(spec["name"])
+        if spec["name"] == "broken":
+            raise RuntimeError("worker failed\nRuntimeError: no kernel")
+        return {"phases": [{"total": 1.0}]}
+
+    monkeypatch.setattr(speed_switches, "run_worker", fake)
+    specs = {name: {"name": name} for name in ("fp32", "bf16", "broken")}
+    runs, pairs = speed_switches.paired_runs(specs, 2, lambda _: None)
+    assert order == ["fp32", *["bf16", "fp32", "broken", "fp32"] * 2]
+    assert pairs["bf16"] == [(0, 0, 1), (2, 1, 3)]
+    assert pairs["broken"] == [(1, 0, 2), (3, 1, 4)]
+    assert runs["broken"][0] == {"error": "RuntimeError: no kernel"}
+    assert speed_switches.switch_settings("bf16+fused", "cpu") == {"amp": "bf16", "adam": "fused"}
+    with pytest.raises(SystemExit, match="CUDA only"):
+        speed_switches.switch_settings("tf32", "cpu")
