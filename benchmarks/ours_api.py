@@ -37,8 +37,8 @@ class Setup:
     device: str = "cpu"
     amp: str = "fp32"
     channels_last: bool = False
-    channels_last_generator: bool = False  # benchmark-only: the generator alone in channels_last
     compile: bool = False
+    deform_conv: str = "torchvision"
     tf32: bool = False
     cudnn_benchmark: bool = True
     seed: int = 2021
@@ -59,6 +59,7 @@ def params_for(setup: Setup) -> Params:
             "amp": setup.amp,
             "channels_last": setup.channels_last,
             "compile": setup.compile,
+            "deform_conv": setup.deform_conv,
             "tf32": setup.tf32,
             "cudnn_benchmark": setup.cudnn_benchmark,
         }
@@ -136,8 +137,6 @@ def build_trainer(setup: Setup) -> Trainer:
     world = World(0, 0, 1, device)
     precision.apply_backend_switches(params.train, device)
     nets = build_nets(params, None, world)
-    if setup.channels_last_generator:
-        unwrap(nets.generator).to(memory_format=torch.channels_last)
     return Trainer(nets, params, world)
 
 

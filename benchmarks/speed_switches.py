@@ -10,12 +10,7 @@ one fresh process per switch and repeat, interleaved. Each process starts from t
 and trains ``--steps`` iterations on the same clip (the first is warm-up and, for compile, the
 compilation); the losses of every step are compared with fp32 eager's.
 
-Switches (combine with "+"): bf16 / fp16 (``train.amp``), channels_last, compile (on the
-generator and discriminator, as ``train.compile`` does), channels_last_g (the generator alone in
-channels_last: ``train.channels_last`` also converts the discriminator, whose 5-D Conv3d weights
-channels_last refuses), foreach / fused (Adam implementation;
-``train/optim.py`` builds ``torch.optim.Adam`` with its defaults, i.e. the single-tensor loop on
-CPU), tf32 and no_cudnn_benchmark (CUDA only: neither has any effect on a CPU).
+Switches (combine with "+"): see ``switch_names.py``.
 """
 
 from __future__ import annotations
@@ -28,24 +23,12 @@ from typing import Any
 
 import torch
 from interleave import interleaved, load_avg, machine, median, print_table, run_worker
+from switch_names import SWITCHES, switch_settings
 from torchvision.ops import deform_conv2d
 from vs_official import CONFIGS
 
 TERMS = ("loss/generator", "loss/hole", "loss/valid", "loss/flow", "loss/discriminator")
-SWITCHES = {
-    "fp32": {},
-    "bf16": {"amp": "bf16"},
-    "fp16": {"amp": "fp16"},
-    "channels_last": {"channels_last": True},
-    "channels_last_g": {"channels_last_generator": True},
-    "compile": {"compile": True},
-    "foreach": {"adam": "foreach"},
-    "fused": {"adam": "fused"},
-    "tf32": {"tf32": True},
-    "no_cudnn_benchmark": {"cudnn_benchmark": False},
-}
-CUDA_ONLY = ("fp16", "tf32", "no_cudnn_benchmark")
-DEFAULT = ("fp32", "bf16", "channels_last", "channels_last_g", "fused", "compile")
+DEFAULT = ("fp32", "bf16", "channels_last", "fused", "compile", "sampled", "sampled+bf16")
 
 
 def parse_args() -> argparse.Namespace:
@@ -79,17 +62,6 @@ def parse_args() -> argparse.Namespace:
         help="e2fgvi: the official 432x240 5+3 (slow on a CPU); hq: 216x120 3+2",
     )
     return parser.parse_args()
-
-
-def switch_settings(name: str, device: str) -> dict[str, Any]:
-    settings: dict[str, Any] = {}
-    for part in name.split("+"):
-        if part not in SWITCHES:
-            raise SystemExit(f"unknown switch {part!r}; choose from {', '.join(SWITCHES)}")
-        if part in CUDA_ONLY and device != "cuda":
-            raise SystemExit(f"{part} applies on CUDA only (no effect or unsupported on CPU)")
-        settings |= SWITCHES[part]
-    return settings
 
 
 def deviation(losses: list[dict[str, float]], reference: list[dict[str, float]]) -> float:

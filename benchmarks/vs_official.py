@@ -28,6 +28,7 @@ import torch
 from clip_data import read_clip, write_videos
 from interleave import interleaved, load_avg, machine, median, print_table, run_worker
 from phase_clock import PHASES
+from switch_names import switch_settings
 
 CONFIGS = {
     "e2fgvi": {"variant": "e2fgvi", "width": 432, "height": 240, "num_local": 5, "num_ref": 3},
@@ -55,6 +56,14 @@ def parse_args() -> argparse.Namespace:
         type=int,
         default=0,
         help="torch threads per process (0: default; 1 on a loaded shared machine)",
+    )
+    parser.add_argument(
+        "--ours-switches",
+        nargs="+",
+        default=["fp32"],
+        help="our side's speed switches for the step and forward timings (switch_names.py), "
+        "e.g. 'sampled+bf16'; several run interleaved as separate sides; the official side "
+        "and the same-function check stay fp32",
     )
     parser.add_argument("--json", type=Path, help="also write every raw figure here")
     return parser.parse_args()
@@ -110,32 +119,66 @@ def same_function(
     return report
 
 
+def ours_label(switches: str) -> str:
+    return "ours" if switches == "fp32" else f"ours {switches}"
+
+
 def timed(args, config, task, work, progress) -> dict[str, list[dict[str, Any]]]:
+    """Every one of our switch sets and the official side, interleaved (ours first)."""
     weights = str(work / f"{config}_weights.pt")
-    specs = {side: base_spec(args, config, side=side, task=task, weights=weights) for side in SIDES}
+    specs = {
+        ours_label(name): base_spec(
+            args,
+            config,
+            side="ours",
+            task=task,
+            weights=weights,
+            switches=switch_settings(name, args.device),
+        )
+        for name in args.ours_switches
+    }
+    specs["official"] = base_spec(args, config, side="official", task=task, weights=weights)
     return interleaved(specs, args.repeats, progress)
 
 
+def _ours_sides(runs: dict[str, list[dict[str, Any]]]) -> list[str]:
+    return [side for side in runs if side != "official"]
+
+
+def _with(label: str, side: str) -> str:
+    return label if side == "ours" else f"{label}, {side}"
+
+
 def step_rows(label: str, runs: dict[str, list[dict[str, Any]]]) -> list[list[str]]:
-    """Per-phase medians (each process: median of its timed iterations)."""
+    """Per-phase medians (each process: median of its timed iterations), per our switch set."""
     rows = []
-    for phase in (*PHASES, "total"):
-        values = {
-            s: median([median([it[phase] for it in r["phases"]]) for r in runs[s]]) for s in SIDES
+    sides = [*_ours_sides(runs), "official"]
+    values = {
+        phase: {
+            s: median([median([it[phase] for it in r["phases"]]) for r in runs[s]]) for s in sides
         }
-        rows.append(ratio_row(label, f"step {phase} (s)", values["ours"], values["official"]))
-    mem = {s: median([r["peak_mib"] for r in runs[s]]) for s in SIDES}
-    rows.append(ratio_row(label, "step peak memory (MiB)", mem["ours"], mem["official"], ".0f"))
+        for phase in (*PHASES, "total")
+    }
+    mem = {s: median([r["peak_mib"] for r in runs[s]]) for s in sides}
+    for side in _ours_sides(runs):
+        for phase, v in values.items():
+            rows.append(ratio_row(_with(label, side), f"step {phase} (s)", v[side], v["official"]))
+        what = "step peak memory (MiB)"
+        rows.append(ratio_row(_with(label, side), what, mem[side], mem["official"], ".0f"))
     return rows
 
 
 def forward_rows(label: str, runs: dict[str, list[dict[str, Any]]]) -> list[list[str]]:
-    times = {s: median([median(r["times"]) for r in runs[s]]) for s in SIDES}
-    mem = {s: median([r["peak_mib"] for r in runs[s]]) for s in SIDES}
-    return [
-        ratio_row(label, "forward no_grad (s)", times["ours"], times["official"]),
-        ratio_row(label, "forward peak memory (MiB)", mem["ours"], mem["official"], ".0f"),
-    ]
+    sides = [*_ours_sides(runs), "official"]
+    times = {s: median([median(r["times"]) for r in runs[s]]) for s in sides}
+    mem = {s: median([r["peak_mib"] for r in runs[s]]) for s in sides}
+    rows = []
+    for side in _ours_sides(runs):
+        lab = _with(label, side)
+        rows.append(ratio_row(lab, "forward no_grad (s)", times[side], times["official"]))
+        what = "forward peak memory (MiB)"
+        rows.append(ratio_row(lab, what, mem[side], mem["official"], ".0f"))
+    return rows
 
 
 def ratio_row(label: str, what: str, ours: float, official: float, fmt: str = ".3f") -> list[str]:
@@ -213,7 +256,8 @@ def main() -> None:
     print(f"load average at start: {load_start[0]:.2f} {load_start[1]:.2f} {load_start[2]:.2f}")
     threads = args.threads or torch.get_num_threads()
     print(
-        f"fp32, batch 1, device {args.device}, torch threads {threads}, "
+        f"official fp32, ours {', '.join(args.ours_switches)}; batch 1, device {args.device}, "
+        f"torch threads {threads}, "
         f"{args.repeats} interleaved repeats per side, "
         f"{args.warmup} warm-up + {args.iters} timed iterations per process"
     )

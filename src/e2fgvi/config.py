@@ -147,8 +147,10 @@ class TrainParams(_Section):
     amp: Literal["fp32", "bf16", "fp16"] = "fp32"  # autocast dtype; fp32 = no autocast
     tf32: bool = False
     cudnn_benchmark: bool = True
-    channels_last: bool = False
+    channels_last: bool = False  # the generator's 4-D convolutions only
     compile: bool = False
+    # The alignment's deformable conv: torchvision's kernel, or the same op by grid_sample + matmul.
+    deform_conv: Literal["torchvision", "sampled"] = "torchvision"
     deterministic: bool = False
 
 

@@ -6,7 +6,9 @@ released checkpoints load with ``strict=True``.
 
 from e2fgvi.model.build import build_flow_teacher, build_generator
 from e2fgvi.model.checkpoint import CHECKPOINT_FORMAT, load_generator_state, read_spynet_state
+from e2fgvi.model.deform_conv import FORMULATIONS as DEFORM_CONV_FORMULATIONS
 from e2fgvi.model.discriminator import Discriminator
+from e2fgvi.model.feature_propagation import use_deform_conv
 from e2fgvi.model.generator import InpaintGenerator
 from e2fgvi.model.sizes import (
     VARIANTS,
@@ -19,6 +21,7 @@ from e2fgvi.model.spynet import SPyNet, bidirectional_flows, flow_warp
 
 __all__ = [
     "CHECKPOINT_FORMAT",
+    "DEFORM_CONV_FORMULATIONS",
     "VARIANTS",
     "Discriminator",
     "InpaintGenerator",
@@ -33,4 +36,5 @@ __all__ = [
     "load_generator_state",
     "pad_frames_for_hq",
     "read_spynet_state",
+    "use_deform_conv",
 ]
