@@ -39,6 +39,7 @@ class Setup:
     channels_last: bool = False
     compile: bool = False
     deform_conv: str = "torchvision"
+    decode: str = "exact"
     tf32: bool = False
     cudnn_benchmark: bool = True
     seed: int = 2021
@@ -60,6 +61,7 @@ def params_for(setup: Setup) -> Params:
             "channels_last": setup.channels_last,
             "compile": setup.compile,
             "deform_conv": setup.deform_conv,
+            "decode": setup.decode,
             "tf32": setup.tf32,
             "cudnn_benchmark": setup.cudnn_benchmark,
         }

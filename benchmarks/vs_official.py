@@ -65,6 +65,12 @@ def parse_args() -> argparse.Namespace:
         "e.g. 'sampled+bf16'; several run interleaved as separate sides; the official side "
         "and the same-function check stay fp32",
     )
+    parser.add_argument(
+        "--loader-switches",
+        nargs="+",
+        default=["fp32"],
+        help="loader options of ours timed beside our default loader, e.g. 'reduced'",
+    )
     parser.add_argument("--json", type=Path, help="also write every raw figure here")
     return parser.parse_args()
 
@@ -203,30 +209,30 @@ def loader_rows(args, work: Path, progress) -> list[list[str]]:
         f"{frames[0].shape[1]}x{frames[0].shape[0]} JPEG": (None, 90),
         f"pre-resized {cfg['width']}x{cfg['height']} JPEG": ((cfg["width"], cfg["height"]), 95),
     }
+    loader_switches = [n for n in args.loader_switches if n != "fp32"]
     rows = []
     for i, (label, (size, quality)) in enumerate(sources.items()):
         root = write_videos(frames, work / "loader" / f"src{i}", 3, size, quality)
-        specs = {
-            side: base_spec(
-                args,
-                "e2fgvi",
-                side=side,
-                task="loader",
-                data_root=str(root),
-                warmup=2,
-                iters=args.loader_clips,
-            )
-            for side in SIDES
-        }
-        runs = interleaved(specs, args.repeats, progress)
-        rate = {s: median([r["clips_per_s"] for r in runs[s]]) for s in SIDES}
-        row = ratio_row(
-            "loader 5+3 @432x240",
-            f"{label}: s/clip (1 worker)",
-            1 / rate["ours"],
-            1 / rate["official"],
+        spec = base_spec(
+            args, "e2fgvi", task="loader", data_root=str(root), warmup=2, iters=args.loader_clips
         )
-        rows.append([*row, f"{rate['ours']:.2f} vs {rate['official']:.2f} clips/s"])
+        specs = {side: {**spec, "side": side} for side in SIDES}
+        for name in loader_switches:
+            specs[ours_label(name)] = {
+                **spec,
+                "side": "ours",
+                "switches": switch_settings(name, args.device),
+            }
+        runs = interleaved(specs, args.repeats, progress)
+        rate = {s: median([r["clips_per_s"] for r in runs[s]]) for s in specs}
+        for side in [s for s in specs if s != "official"]:
+            row = ratio_row(
+                _with("loader 5+3 @432x240", side),
+                f"{label}: s/clip (1 worker)",
+                1 / rate[side],
+                1 / rate["official"],
+            )
+            rows.append([*row, f"{rate[side]:.2f} vs {rate['official']:.2f} clips/s"])
     return rows
 
 
