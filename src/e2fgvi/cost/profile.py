@@ -11,6 +11,8 @@ import argparse
 import gc
 import json
 import logging
+import math
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -80,6 +82,51 @@ def profile_steps(step_fn: StepFn, cfg: CostParams, device: torch.device, clips:
             step_fn()
         meter.end_step(step)
     return meter.stop()
+
+
+def measure_loader(params: Params, data: Path, clips: int = 4) -> dict[str, Any]:
+    """Clips per second of ONE loader worker on the prepared data: ``dataset[i]`` in a loop.
+
+    What a DataLoader worker does (read, decode, resize, masks, tensors), one torch thread as
+    in a worker; one untimed clip first (it opens the zip), then ``clips`` timed ones.
+    """
+    from e2fgvi.data.dataset import TrainClips
+
+    dataset = TrainClips(
+        data / "JPEGImages", data / "train.json", params.train, params.masks, params.seed
+    )
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        dataset[0]
+        start = time.perf_counter()
+        for i in range(1, clips + 1):
+            dataset[i]
+        elapsed = time.perf_counter() - start
+    finally:
+        torch.set_num_threads(threads)
+    return {
+        "clips_per_s_per_worker": clips / elapsed,
+        "clips_timed": clips,
+        "data": str(data),
+        "decode": params.train.decode,
+        "clip": f"{params.train.num_local_frames}+{params.train.num_ref_frames} frames at "
+        f"{params.train.width}x{params.train.height}",
+    }
+
+
+def loader_workers(forecast: dict[str, Any] | None, loader: dict[str, Any]) -> dict[str, Any]:
+    """Loader workers one GPU needs to keep up with the forecast's step time."""
+    if forecast is None:
+        return {**loader, "workers_per_gpu": None, "note": "no forecast step time"}
+    need = forecast["clips_per_gpu"] / forecast["step_s"]["mean"]
+    return {
+        **loader,
+        "clips_per_s_needed_per_gpu": need,
+        "workers_per_gpu": math.ceil(need / loader["clips_per_s_per_worker"]),
+        "derivation": "ceil(clips per GPU / forecast mean step time / measured clips/s of one "
+        "worker); the worker rate is this machine's (one core), the step time the forecast's",
+    }
 
 
 def largest_fitting(fits: Callable[[int], bool], limit: int) -> int:
@@ -164,6 +211,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--iterations", type=int, help="override cost.forecast.iterations")
     parser.add_argument("--global-batch", type=int, help="override cost.forecast.global_batch")
     parser.add_argument("--no-track", action="store_true", help="do not log to MLflow")
+    parser.add_argument(
+        "--data",
+        type=Path,
+        default=Path("data/youtube-vos"),
+        help="prepared dataset (JPEGImages/, train.json) whose loader clips/s is measured, "
+        "to print the loader workers one GPU needs; skipped when absent",
+    )
 
 
 def _device(choice: str) -> torch.device:
@@ -202,6 +256,20 @@ def run(args: argparse.Namespace) -> int:
         np.random.default_rng(params.seed),
     )
     fc, memory = report["forecast"], report["memory"]
+    data = getattr(args, "data", None)
+    if data is not None and (data / "train.json").is_file():
+        report["loader"] = loader_workers(fc, measure_loader(params, data))
+        log.info(
+            "loader: one worker reads %.2f clips/s (%s, decode %s); one GPU needs %s worker(s) "
+            "at the forecast step time (%s)",
+            report["loader"]["clips_per_s_per_worker"],
+            report["loader"]["clip"],
+            report["loader"]["decode"],
+            report["loader"]["workers_per_gpu"],
+            report["loader"].get("derivation", report["loader"].get("note")),
+        )
+    else:
+        report["loader"] = {"workers_per_gpu": None, "note": f"no prepared data at {data}"}
     log.info(
         "forecast for %d iterations on %d GPU(s): %.1f h wall (%.1f–%.1f), %.0f GPU-hours, "
         "%.0f %s; max clips per GPU: %s",

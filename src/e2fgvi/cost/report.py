@@ -54,6 +54,15 @@ def markdown(report: dict[str, Any]) -> str:
             "Assumptions:",
             *[f"- {a}" for a in fc["assumptions"]],
         ]
+    loader = report.get("loader") or {}
+    if loader.get("workers_per_gpu") is not None:
+        lines += [
+            "",
+            f"Loader: one worker reads {loader['clips_per_s_per_worker']:.2f} clips/s "
+            f"({loader['clip']}, decode {loader['decode']}); one GPU needs "
+            f"{loader['clips_per_s_needed_per_gpu']:.2f} clips/s, i.e. "
+            f"**{loader['workers_per_gpu']} loader worker(s)** ({loader['derivation']}).",
+        ]
     lines += ["", "## Conditions", "", "| condition | value |", "| --- | --- |"]
     lines += [f"| {key} | {_fmt(value)} |" for key, value in cond.items()]
     lines += ["", "## Notes", "", *[f"- {note}" for note in report["notes"]], ""]
