@@ -92,6 +92,7 @@ def speed_tags(cfg: TrainParams, device: torch.device) -> dict[str, Any]:
         "speed.channels_last": cfg.channels_last,
         "speed.compile": cfg.compile,
         "speed.deform_conv": cfg.deform_conv,
+        "speed.decode": cfg.decode,
         "speed.deterministic": cfg.deterministic,
         "device.type": device.type,
     }
