@@ -125,6 +125,9 @@ class TrainParams(_Section):
     num_local_frames: int = Field(default=5, ge=2)
     num_ref_frames: int = Field(default=3, ge=0)
     flip_prob: float = Field(default=0.5, ge=0, le=1)
+    # JPEG decoding of the loader: exact (full size, the official pixels) or reduced (libjpeg
+    # decodes sources >= 2x the clip size at 1/2, 1/4 or 1/8 size before the bicubic resize).
+    decode: Literal["exact", "reduced"] = "exact"
     batch_size: int = Field(default=8, ge=1)  # global, split across ranks
     num_workers: int = Field(default=2, ge=0)  # per rank
     iterations: int = Field(default=500_000, ge=1)
@@ -152,8 +155,10 @@ class TrainParams(_Section):
     amp: Literal["fp32", "bf16", "fp16"] = "fp32"  # autocast dtype; fp32 = no autocast
     tf32: bool = False
     cudnn_benchmark: bool = True
-    channels_last: bool = False
+    channels_last: bool = False  # the generator's 4-D convolutions only
     compile: bool = False
+    # The alignment's deformable conv: torchvision's kernel, or the same op by grid_sample + matmul.
+    deform_conv: Literal["torchvision", "sampled"] = "torchvision"
     deterministic: bool = False
 
 

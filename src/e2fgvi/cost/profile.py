@@ -15,6 +15,8 @@ from __future__ import annotations
 import argparse
 import gc
 import logging
+import math
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -27,6 +29,7 @@ from e2fgvi.cost.mfu import precision_of
 from e2fgvi.cost.plan import Plan, StepShape, load_plan, measured_params
 from e2fgvi.cost.profile_report import Measurement, MemoryProbe, ProbedSize, ProfileReport
 from e2fgvi.cost.summary import summarise
+from e2fgvi.data.dataset import TrainClips
 from e2fgvi.devices import pick_device
 from e2fgvi.errors import UserError
 from e2fgvi.measure.flops import measure_step_flops
@@ -264,6 +267,70 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     parser.add_argument("--no-track", action="store_true", help="do not log to MLflow")
+    parser.add_argument(
+        "--data",
+        type=Path,
+        default=Path("data/youtube-vos"),
+        help="prepared data set whose loader clips/s is measured, to print the loader workers "
+        "one device needs; skipped when absent",
+    )
+
+
+def measure_loader(params: Params, data: Path, clips: int = 4) -> dict[str, object]:
+    """Clips per second of ONE loader worker on the prepared data: ``dataset[i]`` in a loop.
+
+    What a DataLoader worker does (read, decode, resize, masks, tensors) with one torch thread,
+    as in a worker; one untimed clip first (it opens the zip), then ``clips`` timed ones.
+    """
+    dataset = TrainClips(
+        data / "JPEGImages", data / "train.json", params.train, params.masks, params.seed
+    )
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        dataset[0]
+        start = time.perf_counter()
+        for i in range(1, clips + 1):
+            dataset[i]
+        elapsed = time.perf_counter() - start
+    finally:
+        torch.set_num_threads(threads)
+    train = params.train
+    return {
+        "clips_per_s_per_worker": clips / elapsed,
+        "clips_timed": clips,
+        "decode": train.decode,
+        "clip": f"{train.num_local_frames}+{train.num_ref_frames} frames at "
+        f"{train.width}x{train.height}",
+    }
+
+
+def loader_workers(
+    clips_per_device: int, step_s: float | None, loader: dict[str, object]
+) -> dict[str, object]:
+    """Loader workers one device needs to keep up with a step time (None: no step time)."""
+    if step_s is None:
+        return {**loader, "workers_per_device": None, "note": "no forecast step time"}
+    need = clips_per_device / step_s
+    return {
+        **loader,
+        "clips_per_s_needed_per_device": need,
+        "workers_per_device": math.ceil(need / float(loader["clips_per_s_per_worker"])),
+        "derivation": "ceil(clips per device / forecast mean step time / measured clips/s of "
+        "one worker); the worker rate is this machine's (one core), the step time the forecast's",
+    }
+
+
+def loader_line(loader: dict[str, object]) -> str:
+    """The one log line of the loader check."""
+    if loader.get("workers_per_device") is None:
+        return f"loader workers not computed: {loader.get('note')}"
+    return (
+        f"loader: one worker reads {loader['clips_per_s_per_worker']:.2f} clips/s "
+        f"({loader['clip']}, decode {loader['decode']}); one device needs "
+        f"{loader['clips_per_s_needed_per_device']:.2f} clips/s at the forecast step time, i.e. "
+        f"{loader['workers_per_device']} loader worker(s) ({loader['derivation']})"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -273,7 +340,7 @@ def run(args: argparse.Namespace) -> int:
         "iterations": args.iterations,
         "global_batch": args.global_batch,
     }
-    run_profile(
+    report = run_profile(
         params,
         args.plan,
         args.mlruns,
@@ -284,4 +351,15 @@ def run(args: argparse.Namespace) -> int:
         clips=args.clips,
         fleet=fleet,
     )
+    if args.data is not None and (args.data / "train.json").is_file():
+        fc = report.forecast
+        plan_params = load_params(args.plan)  # the plan's clip: frames, size, decode option
+        measured = measure_loader(plan_params, args.data)
+        if fc is None:
+            loader = loader_workers(1, None, measured)
+        else:
+            loader = loader_workers(fc.clips_per_device, fc.step_s.mean, measured)
+        log.info("%s", loader_line(loader))
+    else:
+        log.info("loader workers not measured: no prepared data at %s (--data)", args.data)
     return 0

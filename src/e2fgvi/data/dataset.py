@@ -73,8 +73,12 @@ class TrainClips(Dataset):
 
     def _frames(self, video: str, ids: list[int]) -> np.ndarray:
         size = (self.cfg.width, self.cfg.height)
+        # decode "reduced": libjpeg decodes sources >= 2x the clip size at 1/2 (1/4, 1/8) of
+        # their size first; not the official pixels (docs/speed.md states the difference).
+        at_least = size if self.cfg.decode == "reduced" else None
+        frames = self._zip(video).read_many(ids, at_least)
         # PIL bicubic, like the official loader (a no-op on frames prepared at this size).
-        return np.stack([resize_frame(f, size) for f in self._zip(video).read_many(ids)])
+        return np.stack([resize_frame(f, size) for f in frames])
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         rng = np.random.default_rng([self.seed, index])

@@ -12,7 +12,9 @@ from e2fgvi.model.build import (
     load_spynet_weights,
     read_spynet_state,
 )
+from e2fgvi.model.deform_conv import FORMULATIONS as DEFORM_CONV_FORMULATIONS
 from e2fgvi.model.discriminator import Discriminator
+from e2fgvi.model.feature_propagation import use_deform_conv
 from e2fgvi.model.generator import InpaintGenerator
 from e2fgvi.model.sizes import (
     VARIANTS,
@@ -24,6 +26,7 @@ from e2fgvi.model.sizes import (
 from e2fgvi.model.spynet import SPyNet, bidirectional_flows, flow_warp
 
 __all__ = [
+    "DEFORM_CONV_FORMULATIONS",
     "VARIANTS",
     "Discriminator",
     "InpaintGenerator",
@@ -40,4 +43,5 @@ __all__ = [
     "load_spynet_weights",
     "pad_frames_for_hq",
     "read_spynet_state",
+    "use_deform_conv",
 ]

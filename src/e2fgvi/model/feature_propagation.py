@@ -3,8 +3,10 @@
 BasicVSR++-style second-order grid propagation over the local frames' features: a backward branch
 (last frame to first) then a forward branch, each aligning the propagated feature to the current
 frame with flow-guided deformable convolution (DCNv2, 16 offset groups), then a 1x1 fusion of both
-branches plus a residual. The deformable conv runs through ``torchvision.ops.deform_conv2d``, which
-takes mmcv's tensors unchanged: per offset group, for each kernel point (row-major), (dy, dx).
+branches plus a residual. The deformable conv runs through ``torchvision.ops.deform_conv2d`` by
+default, which takes mmcv's tensors unchanged: per offset group, for each kernel point
+(row-major), (dy, dx); ``use_deform_conv(module, "sampled")`` switches every alignment to the
+same operation written with ``grid_sample`` + matmul (``e2fgvi.model.deform_conv``).
 """
 
 from __future__ import annotations
@@ -13,8 +15,8 @@ import math
 
 import torch
 from torch import Tensor, nn
-from torchvision.ops import deform_conv2d
 
+from e2fgvi.model.deform_conv import FORMULATIONS, DeformConv, modulated_deform_conv3x3
 from e2fgvi.model.spynet import flow_warp
 
 BRANCHES = ("backward_", "forward_")
@@ -33,6 +35,7 @@ class SecondOrderDeformableAlignment(nn.Module):
     ) -> None:
         super().__init__()
         self.deform_groups = deform_groups
+        self.formulation: DeformConv = "torchvision"  # not state: checkpoints are unaffected
         self.max_residue_magnitude = max_residue_magnitude
         self.weight = nn.Parameter(torch.empty(channels, 2 * channels, 3, 3))
         self.bias = nn.Parameter(torch.empty(channels))
@@ -75,14 +78,8 @@ class SecondOrderDeformableAlignment(nn.Module):
         offset = learned + self._flow_offsets(flow_near, flow_far, num_offsets)
         modulation = torch.sigmoid(head[:, num_offsets:])
 
-        # The CPU kernel has no half/bfloat16 path; the CUDA autocast rule also runs it in fp32.
-        aligned = deform_conv2d(
-            history.float(),
-            offset.float(),
-            self.weight.float(),
-            self.bias.float(),
-            padding=(1, 1),
-            mask=modulation.float(),
+        aligned = modulated_deform_conv3x3(
+            history, offset, self.weight, self.bias, modulation, formulation=self.formulation
         )
         return aligned.to(history.dtype)
 
@@ -94,6 +91,16 @@ class SecondOrderDeformableAlignment(nn.Module):
         taps = num_offsets // 4  # (dy, dx) pairs per half
         halves = [flow.flip(1).repeat(1, taps, 1, 1) for flow in (flow_near, flow_far)]
         return torch.cat(halves, dim=1)
+
+
+def use_deform_conv(module: nn.Module, formulation: DeformConv) -> int:
+    """Set every deformable alignment inside ``module`` to ``formulation``; returns how many."""
+    if formulation not in FORMULATIONS:
+        raise ValueError(f"unknown deformable conv formulation {formulation!r}")
+    found = [m for m in module.modules() if isinstance(m, SecondOrderDeformableAlignment)]
+    for align in found:
+        align.formulation = formulation
+    return len(found)
 
 
 def _backbone(in_channels: int, channels: int) -> nn.Sequential:

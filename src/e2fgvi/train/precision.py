@@ -15,6 +15,7 @@ import torch
 
 from e2fgvi.config import TrainParams
 from e2fgvi.errors import UserError
+from e2fgvi.model import use_deform_conv
 
 log = logging.getLogger(__name__)
 
@@ -48,12 +49,31 @@ def grad_scaler(cfg: TrainParams, device: torch.device) -> torch.amp.GradScaler:
     return torch.amp.GradScaler(device.type, enabled=cfg.amp == "fp16")
 
 
+_CHANNELS_LAST_LAYERS = (torch.nn.Conv2d, torch.nn.ConvTranspose2d)
+
+
+def to_channels_last(module: torch.nn.Module) -> int:
+    """Store every 2-D (transposed) convolution's weight channels-last; returns how many.
+
+    Only 4-D convolutions: their outputs then come out channels-last too, and the layers after
+    them follow. The discriminator's Conv3d (5-D weights) and the deformable alignment's weight
+    (not a conv module) stay as they are.
+    """
+    layers = [m for m in module.modules() if isinstance(m, _CHANNELS_LAST_LAYERS)]
+    for layer in layers:
+        layer.to(memory_format=torch.channels_last)
+    return len(layers)
+
+
 def prepare_module(
     module: torch.nn.Module, cfg: TrainParams, device: torch.device
 ) -> torch.nn.Module:
-    """Move to the device in the configured memory format."""
-    fmt = torch.channels_last if cfg.channels_last else torch.contiguous_format
-    return module.to(device=device, memory_format=fmt)
+    """Move to the device; apply channels_last and the deformable conv formulation."""
+    module = module.to(device=device)
+    if cfg.channels_last:
+        to_channels_last(module)
+    use_deform_conv(module, cfg.deform_conv)
+    return module
 
 
 def maybe_compile(module: torch.nn.Module, cfg: TrainParams) -> torch.nn.Module:
@@ -71,6 +91,8 @@ def speed_tags(cfg: TrainParams, device: torch.device) -> dict[str, Any]:
         "speed.cudnn_benchmark": bool(torch.backends.cudnn.benchmark),
         "speed.channels_last": cfg.channels_last,
         "speed.compile": cfg.compile,
+        "speed.deform_conv": cfg.deform_conv,
+        "speed.decode": cfg.decode,
         "speed.deterministic": cfg.deterministic,
         "device.type": device.type,
     }

@@ -1,0 +1,1 @@
+"""Stand-in for the few mmcv names the official E2FGVI code imports (benchmarks only)."""
