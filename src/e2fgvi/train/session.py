@@ -310,8 +310,9 @@ def ending_run(session: Session) -> Iterator[None]:
             text = one_line(exc) if isinstance(exc, UserError) else str(exc).strip()
             cause = f"{type(exc).__name__}: {text.splitlines()[0]}" if text else type(exc).__name__
             cause = cause[:500]
-            log.error("training stopped (%s); the MLflow run ends %s", cause,
-                      "KILLED" if killed else "FAILED")  # fmt: skip
+            # A warning: the error itself is the stage's one ERROR line (see e2fgvi.entry).
+            log.warning("training stopped (%s); the MLflow run ends %s", cause,
+                        "KILLED" if killed else "FAILED")  # fmt: skip
             session.run.set_tags({"failure": cause})
             session.run.end("KILLED" if killed else "FAILED")
             session.run.close()
