@@ -72,7 +72,12 @@ def _dataset(work: Path, params: Params) -> Path:
     root = work / "youtube-vos"
     if not (root / "test_masks").is_dir():
         build_sample(work / "raw", params.data.sample)
-        prepare_dataset(work / "raw", root, params.prepare)
+        prepare_dataset(
+            work / "raw",
+            root,
+            params.prepare,
+            min_train_frames=params.train.num_local_frames + params.train.num_ref_frames,
+        )
         write_eval_masks(load_index(root / "test.json"), root / "test_masks", params.masks)
     return root
 

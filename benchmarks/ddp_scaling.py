@@ -98,7 +98,12 @@ def run_job(folder: Path, data: Path, nodes: int, batch: int, iterations: int, t
 def stage_jobs(args: argparse.Namespace, work: Path) -> dict[str, list[float]]:
     params = load_params(ROOT / "params.yaml")
     build_sample(work / "raw", params.data.sample)
-    prepare_dataset(work / "raw", work / "youtube-vos", params.prepare)
+    prepare_dataset(
+        work / "raw",
+        work / "youtube-vos",
+        params.prepare,
+        min_train_frames=params.train.num_local_frames + params.train.num_ref_frames,
+    )
     medians: dict[str, list[float]] = {name: [] for name in JOBS}
     for round_ in range(args.rounds):
         for name, (nodes, batch) in JOBS.items():
