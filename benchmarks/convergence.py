@@ -33,13 +33,10 @@ from pathlib import Path
 import torch
 import yaml
 from matplotlib.figure import Figure
+from sample_data import prepared_sample
 
 from e2fgvi import tracking
 from e2fgvi.config import Params, parse_params
-from e2fgvi.data.frames import load_index
-from e2fgvi.data.masks import write_eval_masks
-from e2fgvi.data.prepare import prepare_dataset
-from e2fgvi.data.sample import build_sample
 from e2fgvi.devices import pick_device
 from e2fgvi.eval.baseline import score_nearest_fill
 from e2fgvi.eval.evaluate import evaluate
@@ -65,21 +62,6 @@ def _params(source: Path, iterations: int, every: int, eval_videos: int | None) 
         raw["eval"]["max_videos"] = eval_videos
     raw["tracking"].update(experiment=EXPERIMENT, log_checkpoints=False)
     return parse_params(raw, str(source))
-
-
-def _dataset(work: Path, params: Params) -> Path:
-    """The embedded sample, prepared, with the fixed evaluation masks (as the pipeline makes it)."""
-    root = work / "youtube-vos"
-    if not (root / "test_masks").is_dir():
-        build_sample(work / "raw", params.data.sample)
-        prepare_dataset(
-            work / "raw",
-            root,
-            params.prepare,
-            min_train_frames=params.train.num_local_frames + params.train.num_ref_frames,
-        )
-        write_eval_masks(load_index(root / "test.json"), root / "test_masks", params.masks)
-    return root
 
 
 def _paths(work: Path, data: Path) -> TrainPaths:
@@ -132,7 +114,7 @@ def run_benchmark(args: argparse.Namespace) -> dict:
         )
     work = args.work.resolve()
     work.mkdir(parents=True, exist_ok=True)
-    data = _dataset(work, params)
+    data = prepared_sample(work, params)
     paths = _paths(work, data)
     device = pick_device(params.train.device)
     fill = score_nearest_fill(data, params.eval)

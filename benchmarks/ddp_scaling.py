@@ -37,10 +37,9 @@ import torch.multiprocessing as mp
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from helpers import ROOT, write_params
+from sample_data import prepared_sample
 
 from e2fgvi.config import load_params
-from e2fgvi.data.prepare import prepare_dataset
-from e2fgvi.data.sample import build_sample
 from e2fgvi.model import Discriminator, build_generator
 
 SHRUNK = {
@@ -97,13 +96,7 @@ def run_job(folder: Path, data: Path, nodes: int, batch: int, iterations: int, t
 
 def stage_jobs(args: argparse.Namespace, work: Path) -> dict[str, list[float]]:
     params = load_params(ROOT / "params.yaml")
-    build_sample(work / "raw", params.data.sample)
-    prepare_dataset(
-        work / "raw",
-        work / "youtube-vos",
-        params.prepare,
-        min_train_frames=params.train.num_local_frames + params.train.num_ref_frames,
-    )
+    prepared_sample(work, params, eval_masks=False)
     medians: dict[str, list[float]] = {name: [] for name in JOBS}
     for round_ in range(args.rounds):
         for name, (nodes, batch) in JOBS.items():

@@ -242,29 +242,6 @@ def kernel_table(work: Path, variants: list[Variant]) -> str:
     return "\n".join(lines)
 
 
-def _dataset(work: Path) -> Path:
-    """The embedded sample prepared with the test masks, as the pipeline's first stages make it."""
-    sys.path.insert(0, str(ROOT / "src"))
-    from e2fgvi.config import load_params
-    from e2fgvi.data.frames import load_index
-    from e2fgvi.data.masks import write_eval_masks
-    from e2fgvi.data.prepare import prepare_dataset
-    from e2fgvi.data.sample import build_sample
-
-    root = work / "youtube-vos"
-    if not (root / "test_masks").is_dir():
-        params = load_params(ROOT / "params.yaml")
-        build_sample(work / "raw", params.data.sample)
-        prepare_dataset(
-            work / "raw",
-            root,
-            params.prepare,
-            min_train_frames=params.train.num_local_frames + params.train.num_ref_frames,
-        )
-        write_eval_masks(load_index(root / "test.json"), root / "test_masks", params.masks)
-    return root
-
-
 def _fmt(value: object, spec: str) -> str:
     return "-" if value is None else format(value, spec)
 
@@ -327,7 +304,11 @@ def main() -> None:
         args.json.write_text(json.dumps({"kernels": kernels.splitlines()}, indent=1) + "\n")
     if not chosen:
         return
-    data = _dataset(work)
+    from sample_data import prepared_sample
+
+    from e2fgvi.config import load_params
+
+    data = prepared_sample(work, load_params(ROOT / "params.yaml"))
     histories, results = {}, {}
     for variant in chosen:
         start = time.perf_counter()
