@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -90,7 +91,14 @@ def start_train(folder: Path, data: Path, env: dict | None = None, **overrides) 
     write_params(folder, **{**TINY, **overrides})
     log = (folder / "stage.log").open("a")
     return subprocess.Popen(train_command(data), cwd=folder, env=env or train_env(), stdout=log,
-                            stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+                            stderr=subprocess.STDOUT, start_new_session=True,
+                            preexec_fn=_default_sigint)  # fmt: skip
+
+
+def _default_sigint() -> None:
+    """Ctrl-C's default action in the child even when this test run ignores SIGINT (a suite
+    started in the background, `nohup`, inherits SIG_IGN, and Python then keeps ignoring it)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def finish_train(process: subprocess.Popen, folder: Path, timeout: float = 900) -> None:

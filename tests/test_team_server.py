@@ -318,7 +318,7 @@ def test_stages_log_over_http_into_postgres_and_cost_compare_reads_it(team, repr
     assert status == "FINISHED" and location.startswith("mlflow-artifacts:/")
     metrics = f"SELECT key FROM latest_metrics WHERE run_uuid = '{run.run_id}'"
     rows = team.pg.query(metrics, password)
-    assert {"eval/psnr", "cost/forecast_gpu_hours", "loss/generator"} <= {k for (k,) in rows}
+    assert {"eval/psnr", "cost/forecast_device_hours", "loss/generator"} <= {k for (k,) in rows}
 
     # Artifacts are proxied: stored by the server, fetched back through it with the credentials.
     experiment = tracking.experiment_id(team.url, EXPERIMENT)
