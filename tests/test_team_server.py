@@ -337,7 +337,7 @@ def test_stages_log_over_http_into_postgres_and_cost_compare_reads_it(team, repr
     assert done.returncode == 0, done.stderr
     (row,) = json.loads(done.stdout)
     assert row["run_id"] == run.run_id and row["psnr"] == pytest.approx(evaluated["psnr"])
-    assert row["forecast_gpu_hours"] == pytest.approx(run.metrics["cost/forecast_gpu_hours"])
+    assert row["forecast_device_hours"] == pytest.approx(run.metrics["cost/forecast_device_hours"])
 
 
 @pytest.mark.slow
