@@ -11,6 +11,7 @@ cudnn.benchmark) are ``gpu`` tests, skipped without a CUDA device.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import pytest
@@ -115,6 +116,11 @@ def test_cpu_switch_keeps_the_losses_within_its_tolerance(name, params, fp32):
 
 
 @pytest.mark.slow
+@pytest.mark.skipif(
+    not os.environ.get("E2FGVI_TEST_COMPILE"),
+    reason="torch.compile (inductor) of G and D had not finished after 20 min on this 2-core CPU "
+    "(benchmarks/speed_switches.py); opt in with E2FGVI_TEST_COMPILE=1",
+)
 def test_torch_compile_keeps_the_losses(params, fp32):
     """torch.compile on generator and discriminator (inductor, CPU): the same losses."""
     losses = run_steps(params, compile=True)
