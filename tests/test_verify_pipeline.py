@@ -48,7 +48,14 @@ def committed(tmp_path_factory) -> Path:
     params = yaml.safe_load((copy / "params.yaml").read_text())
     for section, values in SHRINK.items():
         params[section].update(values)
+    params["cost"]["forecast"].update({"profile_warmup": 1, "profile_steps": 2})
     (copy / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    # The profile stage forecasts the shrunk params too: the official plan takes minutes a step.
+    (copy / "plan.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    dvc_yaml = (copy / "dvc.yaml").read_text()
+    assert "plan: params.official.yaml" in dvc_yaml
+    dvc_yaml = dvc_yaml.replace("plan: params.official.yaml", "plan: plan.yaml")
+    (copy / "dvc.yaml").write_text(dvc_yaml)
     (copy / "dvc.lock").unlink(missing_ok=True)
     git_commit_all(copy)
     _run(copy, sys.executable, "-m", "dvc", "repro")
