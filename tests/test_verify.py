@@ -176,7 +176,7 @@ def test_the_committed_tolerances_pass_the_committed_metrics_against_themselves(
     kinds = {r.metric: tolerances.rule_for(r.metric).kind for r in rows}
     assert kinds["reports/eval/metrics.json:psnr"] == "abs"
     assert kinds["reports/train.json:loss_generator"] in {"abs", "rel"}
-    assert kinds["reports/data.json:train.frames"] == "exact"
+    assert kinds["reports/data.json:train_frames"] == "exact"
     assert kinds["reports/train.json:step_time_median_s"] in {"positive", "skip"}
 
 
@@ -185,7 +185,7 @@ def test_the_committed_tolerances_catch_a_real_change():
     tolerances = load_tolerances(ROOT / "verify.yaml")
     assert judge("reports/eval/metrics.json:psnr", 22.741, 23.241,
                  tolerances.rule_for("reports/eval/metrics.json:psnr")).verdict == FAIL  # fmt: skip
-    assert tolerances.rule_for("reports/data.json:train.bytes_out").exact
+    assert tolerances.rule_for("reports/data.json:train_bytes_out").exact
 
 
 # -- the command on a real (tiny) DVC repository -----------------------------------------------
