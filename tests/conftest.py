@@ -6,6 +6,7 @@ Functions that tests import live in ``helpers.py``; nothing imports from this fi
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -33,6 +34,24 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture(scope="module")
+def module_folder(tmp_path_factory):
+    """Make a named folder for a module's fixtures; it is removed when the module ends.
+
+    Each training run leaves checkpoints of ~400 MB (the real model, optimizer state), and a
+    repository copy after `dvc repro` several GB: kept to the session's end, they filled CI's disk.
+    """
+    made: list[Path] = []
+
+    def make(name: str) -> Path:
+        made.append(tmp_path_factory.mktemp(name))
+        return made[-1]
+
+    yield make
+    for folder in made:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

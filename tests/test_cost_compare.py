@@ -26,8 +26,8 @@ RUNS = (
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory):
-    mlruns = tmp_path_factory.mktemp("compare") / "mlruns"
+def store(module_folder):
+    mlruns = module_folder("compare") / "mlruns"
     uri = tracking.tracking_uri(mlruns)
     for experiment, name, kind, hours, money, psnr, ssim in RUNS:
         logger = tracking.RunLogger(

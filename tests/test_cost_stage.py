@@ -46,9 +46,9 @@ def _cost_stage(argv: list[str]) -> None:
 
 
 @pytest.fixture(scope="module")
-def staged(tmp_path_factory, repo_root):
+def staged(module_folder, repo_root):
     """A train-like run in a SQLite store, then the cost stage on it."""
-    root = tmp_path_factory.mktemp("cost")
+    root = module_folder("cost")
     mlruns, run_dir, out = root / "mlruns", root / "run", root / "reports" / "cost"
     uri = tracking.tracking_uri(mlruns)
     logger = tracking.RunLogger(

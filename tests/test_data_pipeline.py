@@ -18,11 +18,11 @@ from e2fgvi.data.frames import VideoZip, load_index
 
 
 @pytest.fixture(scope="module")
-def repo_copy(tmp_path_factory):
+def repo_copy(module_folder):
     """Tracked (and not-ignored new) files copied into a new git repo."""
     if shutil.which("git") is None:
         pytest.fail("git is needed for the DVC integration test")
-    copy = copy_repo(tmp_path_factory.mktemp("repo"))
+    copy = copy_repo(module_folder("repo"))
     git_commit_all(copy)
     return copy
 
@@ -90,18 +90,18 @@ def _dvc_fails(copy: Path, *args: str) -> str:
 
 
 def test_a_refused_prepare_under_dvc_leaves_no_data_set_and_a_fixed_archive_completes(
-    tmp_path_factory,
+    module_folder,
 ):
     """An earlier good data set, then a malformed archive: `dvc repro masks` stops at prepare
     with its one line, and no index or JPEGImages is left for masks/train/evaluate to take."""
-    archives = tmp_path_factory.mktemp("archives")
+    archives = module_folder("archives")
     good = make_release(archives / "good" / "train_all_frames.zip", "train_all_frames",
                         {"aaa": 9, "bbb": 8})  # fmt: skip
     test = make_release(archives / "test_all_frames.zip", "test_all_frames", {"ccc": 4})
     members = [*frames("train_all_frames", "aaa", range(9)),
                *frames("train_all_frames", "bbb", [*range(4), *range(5, 8)])]  # fmt: skip
     gap = make_members(archives / "gap" / "train_all_frames.zip", members)
-    copy = copy_repo(tmp_path_factory.mktemp("repo"))
+    copy = copy_repo(module_folder("repo"))
     _use_archives(copy, good, test)
     git_commit_all(copy)
     yvos = copy / "data" / "youtube-vos"

@@ -27,8 +27,8 @@ def _zero_model(x: torch.Tensor, num_local: int) -> torch.Tensor:
 
 
 @pytest.fixture(scope="module")
-def split(tmp_path_factory):
-    root = tmp_path_factory.mktemp("yvos")
+def split(module_folder):
+    root = module_folder("yvos")
     videos = {
         "carA": (carphone_frames(12), box_masks(12, 144, 176)),
         "carB": (carphone_frames(14, start=40), box_masks(14, 144, 176)[::-1].copy()),

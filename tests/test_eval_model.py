@@ -24,8 +24,8 @@ CPU = torch.device("cpu")
 
 
 @pytest.fixture(scope="module")
-def checkpoints(tmp_path_factory):
-    root = tmp_path_factory.mktemp("ckpt")
+def checkpoints(module_folder):
+    root = module_folder("ckpt")
     torch.manual_seed(0)
     paths = {}
     for variant in ("e2fgvi", "e2fgvi_hq"):

@@ -30,9 +30,9 @@ NAME = "e2fgvi-generator"  # params.yaml's tracking.registered_model
 
 
 @pytest.fixture(scope="module")
-def evaluated(tmp_path_factory, tracking_server, repo_root):
+def evaluated(module_folder, tracking_server, repo_root):
     """The evaluate stage run on a 3-frame test clip (one window) with a seeded random generator."""
-    root = tmp_path_factory.mktemp("model")
+    root = module_folder("model")
     raw = yaml.safe_load((repo_root / "params.yaml").read_text())
     raw["eval"].update(max_videos=1, vfid=False)
     (root / "params.yaml").write_text(yaml.safe_dump(raw))

@@ -227,9 +227,9 @@ def _stage_args(data: Path) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def checkout(tmp_path_factory) -> Path:
+def checkout(module_folder) -> Path:
     """The shared checkout: a git copy of the repository with the two-node params."""
-    copy = copy_repo(tmp_path_factory.mktemp("checkout"))
+    copy = copy_repo(module_folder("checkout"))
     write_params(copy, **JOB)
     (copy / "dvc.lock").unlink(missing_ok=True)
     git_commit_all(copy)
@@ -250,9 +250,9 @@ def two_nodes(checkout) -> Path:
 
 
 @pytest.fixture(scope="module")
-def one_node(two_nodes, tmp_path_factory) -> Path:
+def one_node(two_nodes, module_folder) -> Path:
     """The reference: one node, two processes, the same global batch and data."""
-    folder = tmp_path_factory.mktemp("one-node")
+    folder = module_folder("one-node")
     write_params(folder, **ONE_NODE)
     env = _env(two_nodes / "src", "test-one-node")
     with nodes() as launched:

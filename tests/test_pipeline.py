@@ -66,9 +66,9 @@ def _run(copy: Path, *args: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def repro(tmp_path_factory) -> tuple[Path, str]:
+def repro(module_folder) -> tuple[Path, str]:
     """A fresh git copy of the repository with the shrunk profile, after `dvc repro`."""
-    copy = copy_repo(tmp_path_factory.mktemp("pipeline"))
+    copy = copy_repo(module_folder("pipeline"))
     params = yaml.safe_load((copy / "params.yaml").read_text())
     for section, values in SHRINK.items():
         params[section].update(values)

@@ -158,10 +158,10 @@ class Team:
 
 
 @pytest.fixture(scope="module")
-def team(tmp_path_factory):
+def team(module_folder):
     """PostgreSQL set up by deploy/team-db.sql, and the team server on it."""
     bindir = team_server.require_postgres()
-    folder = tmp_path_factory.mktemp("team")
+    folder = module_folder("team")
     secrets = team_server.make_secrets(folder)
     pg = team_server.start_postgres(bindir)
     try:
@@ -269,11 +269,11 @@ def _merge(into: dict, changes: dict) -> None:
 
 
 @pytest.fixture(scope="module")
-def repro(team, tmp_path_factory) -> tuple[Path, tuple[str, str]]:
+def repro(team, module_folder) -> tuple[Path, tuple[str, str]]:
     """`dvc repro evaluate cost` on the sample in a fresh copy, logging as user `trainer`."""
     user = ("trainer", "trainer-password")
     _create_user(team, *user)
-    copy = copy_repo(tmp_path_factory.mktemp("team-repo"))
+    copy = copy_repo(module_folder("team-repo"))
     params = yaml.safe_load((copy / "params.yaml").read_text())
     _merge(params, SHRINK)
     (copy / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))

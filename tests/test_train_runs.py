@@ -41,9 +41,9 @@ def _losses(rows: list[dict[str, str]]) -> list[tuple[str, ...]]:
 
 
 @pytest.fixture(scope="module")
-def full_run(tmp_path_factory, sample_dataset) -> Path:
+def full_run(module_folder, sample_dataset) -> Path:
     """An uninterrupted 8-iteration run (the reference for resume, DDP and the forecast)."""
-    folder = tmp_path_factory.mktemp("full")
+    folder = module_folder("full")
     _finish(_train(folder, sample_dataset, train__iterations=8), folder)
     return folder
 

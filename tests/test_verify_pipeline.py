@@ -42,9 +42,9 @@ def _run(copy: Path, *args: str, check: bool = True) -> subprocess.CompletedProc
 
 
 @pytest.fixture(scope="module")
-def committed(tmp_path_factory) -> Path:
+def committed(module_folder) -> Path:
     """A copy whose shrunk pipeline results (dvc.lock, reports/) are committed at HEAD."""
-    copy = copy_repo(tmp_path_factory.mktemp("verify"))
+    copy = copy_repo(module_folder("verify"))
     params = yaml.safe_load((copy / "params.yaml").read_text())
     for section, values in SHRINK.items():
         params[section].update(values)
