@@ -2,10 +2,11 @@
 
 bf16 / fp16: ``train.amp``; channels_last: ``train.channels_last`` (the generator's 2-D convs);
 compile: ``train.compile`` (generator and discriminator); sampled: ``train.deform_conv: sampled``
-(the deformable conv by grid_sample + matmul); reduced: ``train.decode: reduced`` (the loader's
-reduced-size JPEG decoding; loader only); foreach / fused: the Adam implementation
-(``train/optim.py`` builds ``torch.optim.Adam`` with its defaults, i.e. the single-tensor loop
-on CPU); tf32 and no_cudnn_benchmark: CUDA only (neither has any effect on a CPU).
+(the deformable conv by grid_sample + matmul); reduced / reduced_area: ``train.decode`` (the
+loader's reduced-size JPEG decoding, then PIL bicubic or OpenCV area resize; loader only);
+foreach / fused: the Adam implementation (``train/optim.py`` builds ``torch.optim.Adam`` with its
+defaults, i.e. the single-tensor loop on CPU); tf32 and no_cudnn_benchmark: CUDA only (neither
+has any effect on a CPU).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ SWITCHES: dict[str, dict[str, Any]] = {
     "compile": {"compile": True},
     "sampled": {"deform_conv": "sampled"},
     "reduced": {"decode": "reduced"},
+    "reduced_area": {"decode": "reduced_area"},
     "foreach": {"adam": "foreach"},
     "fused": {"adam": "fused"},
     "tf32": {"tf32": True},

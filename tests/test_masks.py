@@ -36,6 +36,16 @@ def test_pure_and_seeded():
     assert np.array_equal(np.random.get_state()[1], state[1])
 
 
+@pytest.mark.parametrize("moving_prob", [0.0, 1.0])
+def test_chosen_frames_are_those_of_the_whole_video(moving_prob):
+    ids = [7, 8, 9, 10, 11, 0, 25, 39]  # a training clip: 5 local frames, then 3 references
+    whole = random_mask_sequence(np.random.default_rng(9), 40, H, W, CFG, moving_prob)
+    some = random_mask_sequence(np.random.default_rng(9), 40, H, W, CFG, moving_prob, frames=ids)
+    assert np.array_equal(some, whole[ids])
+    with pytest.raises(ValueError, match="outside a 40-frame video"):
+        random_mask_sequence(np.random.default_rng(9), 40, H, W, CFG, frames=[40])
+
+
 def test_stationary_and_moving_prob_override():
     rng = np.random.default_rng(1)
     for _ in range(5):

@@ -125,9 +125,10 @@ class TrainParams(_Section):
     num_local_frames: int = Field(default=5, ge=2)
     num_ref_frames: int = Field(default=3, ge=0)
     flip_prob: float = Field(default=0.5, ge=0, le=1)
-    # JPEG decoding of the loader: exact (full size, the official pixels) or reduced (libjpeg
-    # decodes sources >= 2x the clip size at 1/2, 1/4 or 1/8 size before the bicubic resize).
-    decode: Literal["exact", "reduced"] = "exact"
+    # JPEG decoding of the loader: exact (full size, the official pixels), reduced (libjpeg
+    # decodes sources >= 2x the clip size at 1/2, 1/4 or 1/8 size before the bicubic resize) or
+    # reduced_area (the same decode, then OpenCV's area resize: fastest, furthest from exact).
+    decode: Literal["exact", "reduced", "reduced_area"] = "exact"
     batch_size: int = Field(default=8, ge=1)  # global, split across ranks
     num_workers: int = Field(default=2, ge=0)  # per rank
     iterations: int = Field(default=500_000, ge=1)

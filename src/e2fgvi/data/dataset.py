@@ -16,7 +16,7 @@ import torch
 from torch.utils.data import Dataset, Sampler
 
 from e2fgvi.config import MaskParams, TrainParams
-from e2fgvi.data.frames import VideoZip, load_index, resize_frame
+from e2fgvi.data.frames import VideoZip, load_index, resize_area, resize_frame
 from e2fgvi.data.masks import random_mask_sequence
 from e2fgvi.errors import UserError
 
@@ -73,25 +73,29 @@ class TrainClips(Dataset):
 
     def _frames(self, video: str, ids: list[int]) -> np.ndarray:
         size = (self.cfg.width, self.cfg.height)
-        # decode "reduced": libjpeg decodes sources >= 2x the clip size at 1/2 (1/4, 1/8) of
-        # their size first; not the official pixels (docs/speed.md states the difference).
-        at_least = size if self.cfg.decode == "reduced" else None
+        # decode "reduced" / "reduced_area": libjpeg decodes sources >= 2x the clip size at 1/2
+        # (1/4, 1/8) of their size first; not the official pixels (docs/speed.md states the
+        # difference). "reduced_area" then resizes with OpenCV's area filter.
+        at_least = None if self.cfg.decode == "exact" else size
         frames = self._zip(video).read_many(ids, at_least)
         # PIL bicubic, like the official loader (a no-op on frames prepared at this size).
-        return np.stack([resize_frame(f, size) for f in frames])
+        resize = resize_area if self.cfg.decode == "reduced_area" else resize_frame
+        return np.stack([resize(f, size) for f in frames])
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         rng = np.random.default_rng([self.seed, index])
         v = self.video_of(index)
         video, length = self.videos[v], self.lengths[v]
         ids = self.frame_ids(rng, length)
-        all_masks = random_mask_sequence(rng, length, self.cfg.height, self.cfg.width, self.masks)
+        masks = random_mask_sequence(
+            rng, length, self.cfg.height, self.cfg.width, self.masks, frames=ids
+        )
         frames = self._frames(video, ids)
         if rng.random() < self.cfg.flip_prob:
             frames = frames[:, :, ::-1]  # the official flip: frames only, masks stay
         frames_t = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2)
         frames_t = frames_t.float().div_(127.5).sub_(1.0)  # (t, 3, h, w) in [-1, 1]
-        masks_t = torch.from_numpy(all_masks[ids]).unsqueeze(1).float()  # (t, 1, h, w)
+        masks_t = torch.from_numpy(masks).unsqueeze(1).float()  # (t, 1, h, w)
         return frames_t, masks_t
 
 

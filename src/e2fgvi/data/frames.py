@@ -64,6 +64,14 @@ def resize_frame(rgb: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return np.asarray(Image.fromarray(rgb).resize(size, Image.Resampling.BICUBIC))
 
 
+def resize_area(rgb: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Resize with OpenCV's area filter to (width, height): faster than PIL's widening bicubic,
+    not the official pixels (the loader's ``decode: reduced_area``)."""
+    if (rgb.shape[1], rgb.shape[0]) == size:
+        return rgb
+    return cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
+
+
 class VideoZip:
     """Frames of one video, read from its zip through ONE open handle (one per DataLoader worker).
 

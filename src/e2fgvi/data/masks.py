@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import math
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
 
 import cv2
@@ -137,8 +138,13 @@ def random_mask_sequence(
     width: int,
     cfg: MaskParams,
     moving_prob: float | None = None,
+    frames: Sequence[int] | None = None,
 ) -> np.ndarray:
     """A (num_frames, height, width) uint8 {0, 1} mask video (1 = hole), official-style.
+
+    ``frames`` (indices into the video) returns only those frames, in that order: the same masks
+    as indexing the whole video, drawn from the same random numbers, without painting the rest
+    (a training clip uses 8 of a video's ~130 frames).
 
     The shape is fixed within the video. With probability ``moving_prob`` (default
     ``cfg.moving_prob``) it moves by the official random walk, otherwise it stays put. The initial
@@ -157,8 +163,12 @@ def random_mask_sequence(
     prob = cfg.moving_prob if moving_prob is None else moving_prob
     moving = rng.random() < prob
     positions = _trajectory(rng, num_frames, start, limits, cfg) if moving else [start] * num_frames
-    masks = np.zeros((num_frames, height, width), np.uint8)
-    for frame, (row, col) in zip(masks, positions, strict=True):
+    picked = range(num_frames) if frames is None else [int(i) for i in frames]
+    if any(not 0 <= i < num_frames for i in picked):
+        raise ValueError(f"frames {list(picked)} outside a {num_frames}-frame video")
+    masks = np.zeros((len(picked), height, width), np.uint8)
+    for frame, i in zip(masks, picked, strict=True):
+        row, col = positions[i]
         frame[row : row + shape.shape[0], col : col + shape.shape[1]] = shape
     return masks
 
