@@ -65,18 +65,7 @@ def _params(source: Path, iterations: int, every: int, eval_videos: int | None) 
 
 
 def _paths(work: Path, data: Path) -> TrainPaths:
-    run = work / "run"
-    return TrainPaths(
-        frames=data / "JPEGImages",
-        index=data / "train.json",
-        spynet=None,
-        checkpoints=run / "checkpoints",
-        generator=run / "generator.pth",
-        cost_record=run / "cost_raw.json",
-        run_record=run / "mlflow_run.json",
-        params_used=run / "params_used.json",
-        mlruns=work / "mlruns",
-    )
+    return TrainPaths.under(data, work / "run", work / "mlruns")
 
 
 def _with_iterations(params: Params, iterations: int) -> Params:

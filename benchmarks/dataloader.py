@@ -27,18 +27,7 @@ def clips_per_s(params: Params, root: Path, workers: int, clips: int) -> float:
         update={"num_workers": workers, "iterations": clips + 2, "batch_size": 1}
     )
     params = params.model_copy(update={"train": train})
-    run = root / "run"
-    paths = TrainPaths(
-        root / "JPEGImages",
-        root / "train.json",
-        None,
-        run / "checkpoints",
-        run / "generator.pth",
-        run / "cost_raw.json",
-        run / "mlflow_run.json",
-        run / "params_used.json",
-        root / "mlruns",
-    )
+    paths = TrainPaths.under(root, root / "run", root / "mlruns")
     batches = iter(make_loader(params, paths, World(0, 0, 1, torch.device("cpu")), 0))
     next(batches), next(batches)  # worker start-up and first decode are not throughput
     start = time.perf_counter()

@@ -20,17 +20,7 @@ CPU = World(0, 0, 1, torch.device("cpu"))
 
 def run_paths(data: Path, run: Path) -> TrainPaths:
     """The train stage's paths as dvc.yaml lays them out, under ``run``."""
-    return TrainPaths(
-        frames=data / "JPEGImages",
-        index=data / "train.json",
-        spynet=None,
-        checkpoints=run / "checkpoints",
-        generator=run / "generator.pth",
-        cost_record=run / "cost_raw.json",
-        run_record=run / "mlflow_run.json",
-        params_used=run / "params_used.json",
-        mlruns=run / "mlruns",
-    )
+    return TrainPaths.under(data, run, run / "mlruns")
 
 
 @pytest.fixture

@@ -183,10 +183,7 @@ def test_final_figures_of_a_diverged_run_are_strict_json(tmp_path, params, monke
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     run_dir = tmp_path / "run"
-    paths = TrainPaths(tmp_path, tmp_path / "train.json", None, run_dir / "checkpoints",
-                       run_dir / "generator.pth", run_dir / "cost_raw.json",
-                       run_dir / "mlflow_run.json", run_dir / "params_used.json",
-                       tmp_path / "mlruns")  # fmt: skip
+    paths = TrainPaths.under(tmp_path, run_dir, tmp_path / "mlruns")
     folder = paths.folder(params)
     History(folder / "history.csv", 0).append(
         40, {"loss/generator": float("nan"), "loss/hole": 0.5}

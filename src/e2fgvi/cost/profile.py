@@ -206,7 +206,7 @@ def build_profile(
 
 def run_profile(
     params: Params,
-    plan_file: Path,
+    planned: tuple[Params, Plan],
     mlruns: Path,
     out: Path | None = None,
     *,
@@ -214,10 +214,10 @@ def run_profile(
     device: str = "auto",
     extra_precisions: list[str] = (),
     clips: int | None = None,
-    fleet: dict[str, int | None] | None = None,
 ) -> ProfileReport:
-    """Profile ``plan_file``'s steps on this machine under ``params.cost``; write and log it."""
-    plan_params, plan = load_plan(plan_file, **(fleet or {}))
+    """Profile the plan's steps (``load_plan``'s result) on this machine under ``params.cost``;
+    write and log it."""
+    plan_params, plan = planned
     if clips is not None and clips < 1:
         raise UserError("--clips must be positive")
     picked = pick_device(device, key="--device")
@@ -335,26 +335,22 @@ def loader_line(loader: dict[str, object]) -> str:
 
 def run(args: argparse.Namespace) -> int:
     params = load_params(args.params)
-    fleet = {
-        "devices": args.devices,
-        "iterations": args.iterations,
-        "global_batch": args.global_batch,
-    }
+    planned = load_plan(
+        args.plan, devices=args.devices, iterations=args.iterations, global_batch=args.global_batch
+    )
     report = run_profile(
         params,
-        args.plan,
+        planned,
         args.mlruns,
         args.out,
         track=not args.no_track,
         device=args.device,
         extra_precisions=args.precision,
         clips=args.clips,
-        fleet=fleet,
     )
     if args.data is not None and (args.data / "train.json").is_file():
         fc = report.forecast
-        plan_params = load_params(args.plan)  # the plan's clip: frames, size, decode option
-        measured = measure_loader(plan_params, args.data)
+        measured = measure_loader(planned[0], args.data)  # the plan's clip, size, decode
         if fc is None:
             loader = loader_workers(1, None, measured)
         else:

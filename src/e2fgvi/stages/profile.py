@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 from e2fgvi.config import load_params
+from e2fgvi.cost.plan import load_plan
 from e2fgvi.cost.profile import run_profile
 from e2fgvi.entry import run_module
 
@@ -26,7 +27,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    run_profile(load_params(), args.plan, args.mlruns, out=args.out)
+    run_profile(load_params(), load_plan(args.plan), args.mlruns, out=args.out)
 
 
 if __name__ == "__main__":

@@ -65,6 +65,22 @@ class TrainPaths:
     mlruns: Path  # MLflow store
     dvc_lock: Path | None = None  # dvc.lock, for the run's dataset input (None: not logged)
 
+    @classmethod
+    def under(cls, data: Path, run: Path, mlruns: Path) -> TrainPaths:
+        """The train stage's layout for callers without dvc.yaml (benchmarks, tests): the prepared
+        ``data`` folder, everything the run writes under ``run``, no pretrained SPyNet."""
+        return cls(
+            frames=data / "JPEGImages",
+            index=data / "train.json",
+            spynet=None,
+            checkpoints=run / "checkpoints",
+            generator=run / "generator.pth",
+            cost_record=run / "cost_raw.json",
+            run_record=run / "mlflow_run.json",
+            params_used=run / "params_used.json",
+            mlruns=mlruns,
+        )
+
     def folder(self, params: Params) -> Path:
         """One folder per training configuration, so a changed config never resumes another."""
         return self.checkpoints / provenance.resume_key(params)
