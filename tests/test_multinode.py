@@ -262,7 +262,6 @@ def one_node(two_nodes, module_folder) -> Path:
     return folder
 
 
-@pytest.mark.slow
 def test_two_nodes_form_one_job(two_nodes):
     logs = _logs(two_nodes / "node0.log", two_nodes / "node1.log")
     assert "Running stage 'train'" in (two_nodes / "node0.log").read_text()
@@ -287,7 +286,6 @@ def test_two_nodes_form_one_job(two_nodes):
     assert "train" in lock["stages"], "DVC recorded the stage node 0 ran"
 
 
-@pytest.mark.slow
 def test_two_nodes_compute_what_one_node_does(two_nodes, one_node):
     """Bit for bit: every loss and learning rate of every step, and the final weights."""
     assert "--standalone" in (one_node / "stage.log").read_text()
@@ -321,7 +319,6 @@ def _wait_for(folder: Path, pattern: str, launched: Nodes, limit_s: float = LIMI
         time.sleep(0.2)
 
 
-@pytest.mark.slow
 def test_a_killed_worker_restarts_the_job_from_its_checkpoint(two_nodes, one_node, tmp_path):
     folder = tmp_path / "shared"
     write_params(folder, **JOB, train__max_restarts=1)
@@ -353,7 +350,6 @@ def test_a_killed_worker_restarts_the_job_from_its_checkpoint(two_nodes, one_nod
     assert summary.sessions == 2 and summary.steps_total == 4
 
 
-@pytest.mark.slow
 def test_a_node_from_another_checkout_is_refused_before_training(checkout, tmp_path):
     src = tmp_path / "other-src"
     shutil.copytree(checkout / "src", src)

@@ -206,7 +206,6 @@ def _create_user(team: Team, name: str, password: str) -> None:
     assert status == 200, reply
 
 
-@pytest.mark.slow
 def test_the_server_refuses_anyone_without_the_right_credentials(team):
     search = f"{team.url}/api/2.0/mlflow/experiments/search?max_results=5"
     assert _request(search)[0] == 401
@@ -228,7 +227,6 @@ def test_the_server_refuses_anyone_without_the_right_credentials(team):
     assert ["admin", "t"] in users and ["reader", "f"] in users
 
 
-@pytest.mark.slow
 def test_missing_credentials_are_named_and_nothing_is_lost(team, tmp_path, monkeypatch, caplog):
     monkeypatch.delenv("MLFLOW_TRACKING_USERNAME", raising=False)
     monkeypatch.delenv("MLFLOW_TRACKING_PASSWORD", raising=False)
@@ -292,7 +290,6 @@ def repro(team, module_folder) -> tuple[Path, tuple[str, str]]:
     return copy, user
 
 
-@pytest.mark.slow
 def test_stages_log_over_http_into_postgres_and_cost_compare_reads_it(team, repro, monkeypatch):
     copy, user = repro
     ref = json.loads((copy / "data" / "run" / "mlflow_run.json").read_text())
@@ -340,7 +337,6 @@ def test_stages_log_over_http_into_postgres_and_cost_compare_reads_it(team, repr
     assert row["forecast_device_hours"] == pytest.approx(run.metrics["cost/forecast_device_hours"])
 
 
-@pytest.mark.slow
 def test_a_stage_and_cost_compare_name_wrong_credentials(team, repro):
     copy, user = repro
     wrong = _stage_env(team.url, copy, (user[0], "not-the-password"))
@@ -356,7 +352,6 @@ def test_a_stage_and_cost_compare_name_wrong_credentials(team, repro):
     assert f"MLflow tracking at {team.url} {AUTH_FAILED}" in done.stderr, done.stderr[-3000:]
 
 
-@pytest.mark.slow
 def test_a_database_backup_restores_the_runs_and_users(team, repro):
     """docs/team.md's pg_dump / createdb / pg_restore, into a second database."""
     password = team.secrets["PGPASSWORD"]
