@@ -98,7 +98,9 @@ def test_a_server_that_never_answers_does_not_slow_training(tmp_path, sample_dat
             )
     _, median, worst, finishing = figures["hung server"]
     assert worst < timeout_s / 4, "a step waited for the hung server"
-    assert finishing < timeout_s / 2, "the end of training waited for the hung server"
+    # The request in flight when training ends (here the run's creation, sent when training
+    # began) is waited for at most its timeout, never once per queued record or retry.
+    assert finishing < timeout_s, "the end of training waited for the hung server"
     # Everything is spooled for later, and of the two checkpoints only the newest is kept.
     reference = _reference(tmp_path / "hung_server")
     header, records = read_records(Path(reference["spool"]))

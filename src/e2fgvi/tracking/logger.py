@@ -3,13 +3,11 @@
 No caller ever waits for the tracking server, which may be down or accept connections and never
 answer. A sender thread drains the queue in order (``flush``); a failed send keeps the records
 and retries every ``retry_interval_s`` (at least every second). ``close`` waits while the server
-answers and spools whatever is still unsent once it does not: after a failed send, or when the
-request in flight has had no answer for ``close_patience_s`` (plus the time its artifact takes
-at ``UPLOAD_FLOOR_BYTES_PER_S``), so a short stage never waits out the HTTP timeout. Memory and
-disk are bounded: at most ``MAX_PENDING`` records wait (beyond that every other waiting metrics
-record is dropped and counted in the run's tag ``tracking.dropped_metric_records``), and an
-artifact waiting under the same name as a newer one (``checkpoints/latest.pth``) gives way to
-it, so an outage keeps one checkpoint snapshot, not one per checkpoint.
+answers and spools whatever is still unsent once it does not. Memory and disk are bounded: at
+most ``MAX_PENDING`` records wait (beyond that every other waiting metrics record is dropped and
+counted in the run's tag ``tracking.dropped_metric_records``), and an artifact waiting under the
+same name as a newer one (``checkpoints/latest.pth``) gives way to it, so an outage keeps one
+checkpoint snapshot, not one per checkpoint.
 
 Each run has a client-side key (tag ``e2fgvi.run_key``, and the name of its spool), so records
 written before MLflow assigned the run id always find their run, and never another one.
@@ -18,7 +16,6 @@ written before MLflow assigned the run id always find their run, and never anoth
 from __future__ import annotations
 
 import atexit
-import contextlib
 import logging
 import os
 import re
@@ -41,7 +38,6 @@ log = logging.getLogger(__name__)
 _MAX_PARAM_LEN = 6000
 MAX_PENDING = 10_000  # records waiting in memory, and in one spool file
 RETRY_FLOOR_S = 1.0  # never retry a failed send more often than this
-UPLOAD_FLOOR_BYTES_PER_S = 2e6  # close waits for an artifact upload as if at least this fast
 RUN_KEY_TAG = "e2fgvi.run_key"
 DROPPED_TAG = "tracking.dropped_metric_records"
 _KEY = re.compile(r"^[A-Za-z0-9_.-]+$")
@@ -56,7 +52,6 @@ class _Sender:
     thread: threading.Thread | None = None
     client: Any = None
     inflight: list[dict[str, Any]] = field(default_factory=list)  # the head being sent
-    since: float = 0.0  # when the in-flight send began (time.monotonic)
     failing: bool = False  # the last send failed
     closed: bool = False
     sent: int = 0
@@ -79,7 +74,6 @@ class RunLogger:
         artifact_root: local folder for a new experiment's artifacts (SQLite/file stores).
         spool: file that receives records still unsent at ``close``.
         run_key: the run's client-side key; default the spool's name, else a new one.
-        close_patience_s: how long ``close`` waits for a request in flight with no answer.
     """
 
     uri: str
@@ -90,7 +84,6 @@ class RunLogger:
     spool: Path | None = None
     retry_interval_s: float = 30.0
     run_key: str | None = None
-    close_patience_s: float = 5.0
     _pending: list[dict[str, Any]] = field(default_factory=list, init=False, repr=False)
     _last_failure: float = field(default=-1e18, init=False, repr=False)
     _warned: bool = field(default=False, init=False, repr=False)
@@ -381,7 +374,6 @@ class RunLogger:
                 if sender.closed:
                     return False  # close has spooled what is left
                 sender.inflight = batch(self._pending)
-                sender.since = time.monotonic()
                 records = sender.inflight
             if not records:
                 return True
@@ -392,8 +384,6 @@ class RunLogger:
                     send(sender.client, run_id, records)
             except Exception as exc:  # any tracking failure must not stop training
                 with self._lock:
-                    if sender.closed:  # close gave up waiting and spooled these records
-                        return False
                     sender.inflight = []
                     self._supersede(0)  # a newer snapshot may have come while this one was sent
                     sender.failing = True
@@ -407,11 +397,6 @@ class RunLogger:
     def _sent(self, records: list[dict[str, Any]]) -> None:
         sender = self._sender
         with self._lock:
-            # close gave up waiting and spooled these records: a replay sends them again, and
-            # MLflow's SQL store keeps one copy of a metric with the same key, value, step and
-            # timestamp (the record's own); params and tags get the same values again.
-            if sender.closed:
-                return
             del self._pending[: len(records)]  # the head: nothing else removes in-flight records
             sender.inflight = []
             sender.failing = False
@@ -445,24 +430,7 @@ class RunLogger:
                 if not self._pending and sender.sending.acquire(blocking=False):
                     sender.sending.release()  # nothing queued, nothing being sent
                     return
-                waited = time.monotonic() - sender.since
-                if sender.inflight and waited > self._patience_s(sender.inflight):
-                    log.warning(
-                        "MLflow tracking at %s has not answered for %.0f s; not waiting longer",
-                        self.uri,
-                        waited,
-                    )
-                    return
                 sender.wake.wait(0.5)
-
-    def _patience_s(self, records: list[dict[str, Any]]) -> float:
-        """How long close waits for ``records`` in flight: the patience, plus their uploads."""
-        size = 0
-        for record in records:
-            if record["op"] == "artifact":
-                with contextlib.suppress(OSError):  # a snapshot removed meanwhile
-                    size += os.path.getsize(record["path"])
-        return self.close_patience_s + size / UPLOAD_FLOOR_BYTES_PER_S
 
     def _warn_unreachable(self, exc: Exception) -> None:
         if self._warned:
