@@ -82,6 +82,8 @@ class VideoZip:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self._zip: zipfile.ZipFile | None = None
+        # prepare refuses videos of mixed frame sizes: one reduction per clip size serves all
+        self._reductions: dict[tuple[int, int], int] = {}
         self.names: list[str] = sorted(n for n in self._handle().namelist() if is_jpeg_name(n))
 
     def _handle(self) -> zipfile.ZipFile:
@@ -118,7 +120,11 @@ class VideoZip:
                 f"{self.path}: member {name} is damaged ({exc}); rerun prepare"
             ) from None
         where = f"{self.path}: member {name}"
-        reduction = 1 if at_least is None else reduction_for(data, at_least, where)
+        reduction = 1
+        if at_least is not None:
+            if at_least not in self._reductions:
+                self._reductions[at_least] = reduction_for(data, at_least, where)
+            reduction = self._reductions[at_least]
         return decode_jpeg(data, where, reduction)
 
     def read_many(
