@@ -7,9 +7,12 @@
 #   4. evaluation    frames/s of the evaluation protocol, fp32 and batched bf16 windows
 #   5. energy        NVML energy (counter and power integral) against wall time
 #   6. ddp           a 2-rank DDP training step (NCCL), only with 2 or more GPUs
-#   7. vs official   HOOK: `benchmarks/vs_official.py --official PATH --device cuda`, only with
+#   7. switches      our step under fp32, bf16, fp16, TF32 and sampled+bf16 at the official
+#                    configuration (`benchmarks/speed_switches.py --device cuda`); GPU only
+#   8. vs official   `benchmarks/vs_official.py --official PATH --device cuda`, only with
 #                    --official PATH (the official E2FGVI checkout to compare against)
-# Each part has a time limit; parts 1-5 take under 8 minutes together on one GPU.
+# Each part has a time limit; parts 1-5 take under 8 minutes together on one GPU (estimated;
+# never run on one here: no GPU was lent), part 7 up to 5 more.
 #
 #   benchmarks/gpu_check.sh [--out DIR] [--plan FILE] [--official PATH]
 #   benchmarks/gpu_check.sh --dry-run    # no GPU needed: every part on the CPU, shrunk
@@ -17,7 +20,7 @@
 # Without a GPU (and without --dry-run) it says so in one line and exits 2.
 set -u -o pipefail
 
-usage() { sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; }
 
 DRY=0 OUT="" PLAN="params.official.yaml" OFFICIAL=""
 while [ $# -gt 0 ]; do
@@ -112,7 +115,13 @@ if [ "$GPUS" -ge 2 ] || [ "$DRY" = 1 ]; then
 else
     skip ddp "needs 2 GPUs, $GPUS visible"
 fi
-# HOOK: the comparison with the official implementation, once benchmarks/vs_official.py exists.
+if [ "$DRY" = 1 ]; then
+    skip switches "CUDA only; the CPU's figures are in docs/speed.md"
+else
+    part switches 300 "$PY" benchmarks/speed_switches.py --device cuda --config e2fgvi \
+        --switches fp32 bf16 fp16 tf32 sampled+bf16
+fi
+# The comparison with the official implementation (a checkout the user supplies).
 if [ -z "$OFFICIAL" ]; then
     skip "vs official" "no --official PATH given"
 elif [ ! -f benchmarks/vs_official.py ]; then
