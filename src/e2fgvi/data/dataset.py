@@ -78,7 +78,8 @@ class TrainClips(Dataset):
         # difference). "reduced_area" then resizes with OpenCV's area filter.
         at_least = None if self.cfg.decode == "exact" else size
         frames = self._zip(video).read_many(ids, at_least)
-        # PIL bicubic, like the official loader (a no-op on frames prepared at this size).
+        # PIL bicubic like the official loader, or the area filter (no-ops on frames prepared at
+        # this size).
         resize = resize_area if self.cfg.decode == "reduced_area" else resize_frame
         return np.stack([resize(f, size) for f in frames])
 
