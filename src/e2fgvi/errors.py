@@ -45,6 +45,14 @@ def one_line(exc: UserError) -> str:
     return text
 
 
+def first_problem(exc: Exception, top: str) -> str:
+    """'<dotted key>: <message>' of a pydantic ``ValidationError``'s first error (``top`` when
+    the error is about the whole object)."""
+    first = exc.errors()[0]
+    where = ".".join(str(part) for part in first["loc"]) or top
+    return f"{where}: {first['msg']}"
+
+
 def clip(text: object, limit: int = 160) -> str:
     """``text`` on one line, at most ``limit`` characters, cut between words and marked '…'."""
     flat = " ".join(_ANSI.sub("", str(text)).split())

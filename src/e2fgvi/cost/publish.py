@@ -11,7 +11,7 @@ from pydantic import ValidationError
 
 from e2fgvi.config import TrainParams
 from e2fgvi.cost.summary import CostReport, report_metrics
-from e2fgvi.errors import UserError
+from e2fgvi.errors import UserError, first_problem
 from e2fgvi.tracking import RunLogger
 
 log = logging.getLogger(__name__)
@@ -36,9 +36,8 @@ def used_train_params(path: Path) -> TrainParams:
     try:
         return TrainParams.model_validate(section)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        key = ".".join(str(p) for p in first["loc"])
-        raise UserError(f"{path}: train.{key}: {first['msg']}; rerun the train stage") from None
+        problem = first_problem(exc, "")
+        raise UserError(f"{path}: train.{problem}; rerun the train stage") from None
 
 
 def switches(train: TrainParams) -> dict[str, Any]:

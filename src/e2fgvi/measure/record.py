@@ -15,7 +15,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from e2fgvi.atomic import write_json
-from e2fgvi.errors import UserError
+from e2fgvi.errors import UserError, first_problem
 
 # Version 2: typed record; a file is always a gathered record; speed switches under
 # conditions.switches. Version 1 was the untyped dict (a single rank's record or a gathered one).
@@ -239,6 +239,4 @@ def read_record(path: Path, remedy: str = RERUN) -> CostRecord:
     try:
         return CostRecord.model_validate_json(text)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(part) for part in first["loc"]) or "record"
-        raise UserError(f"{path}: {where}: {first['msg']}; {remedy}") from None
+        raise UserError(f"{path}: {first_problem(exc, 'record')}; {remedy}") from None

@@ -16,7 +16,7 @@ from pathlib import Path
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from e2fgvi.errors import UserError
+from e2fgvi.errors import UserError, first_problem
 
 _KINDS = ("exact", "abs", "rel", "positive", "skip")
 
@@ -80,6 +80,4 @@ def load_tolerances(path: Path) -> Tolerances:
     try:
         return Tolerances.model_validate(raw)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "top level"
-        raise UserError(f"{path}: {where}: {first['msg']}") from None
+        raise UserError(f"{path}: {first_problem(exc, 'top level')}") from None
