@@ -30,6 +30,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "e2fgvi.cost.profile",
         "measure a few training steps here and forecast the full run",
     ),
+    "forecast": (
+        "e2fgvi.cost.forecast_devices",
+        "forecast the plan on device kinds and counts you do not have (no steps run)",
+    ),
     "cost": ("e2fgvi.cost.compare", "compare the measured cost of experiments across MLflow runs"),
     "inpaint": ("e2fgvi.eval.inpaint", "remove masked objects from a video with a checkpoint"),
     "verify": ("e2fgvi.verify", "rerun the pipeline, compare with the committed metrics"),

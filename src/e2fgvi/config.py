@@ -202,6 +202,20 @@ class ForecastParams(_Section):
     derived_margin: float = Field(default=0.25, ge=0, lt=1)
 
 
+# Illustrative prices per device-hour (USD), not quotes: set your provider's in params.yaml.
+_EXAMPLE_PRICES = {
+    "V100": 3.06,
+    "1080 Ti": 0.35,
+    "A100 40GB": 4.10,
+    "A100 80GB": 5.12,
+    "H100": 6.88,
+    "H200": 7.91,
+    "L4": 0.80,
+    "L40S": 1.86,
+    "RTX 4090": 0.69,
+}
+
+
 class CostParams(_Section):
     warmup_steps: int = Field(default=10, ge=0)
     nvml_interval_s: float = Field(default=0.5, gt=0)
@@ -210,13 +224,10 @@ class CostParams(_Section):
     price_per_cpu_device_hour: float = Field(default=0.1, ge=0)
     price_per_kwh: float = Field(default=0.15, ge=0)
     currency: str = "USD"
-    # Dense peak TFLOP/s by device-name substring and precision; used only for MFU.
-    peak_tflops: dict[str, dict[str, float]] = Field(
-        default_factory=lambda: {
-            "H100": {"fp32": 67.0, "tf32": 494.7, "bf16": 989.4, "fp16": 989.4},
-            "A100": {"fp32": 19.5, "tf32": 156.0, "bf16": 312.0, "fp16": 312.0},
-            "V100": {"fp32": 15.7, "tf32": 15.7, "bf16": 15.7, "fp16": 125.0},
-        }
+    # Price of one device-hour per device kind of the device table (e2fgvi/cost/devices.yaml),
+    # for `e2fgvi forecast`; a kind not listed has no money figure.
+    price_per_device_hour: dict[str, Annotated[float, Field(ge=0)]] = Field(
+        default_factory=lambda: dict(_EXAMPLE_PRICES)
     )
     forecast: ForecastParams = ForecastParams()
 

@@ -186,7 +186,7 @@ def summarise(record: CostRecord, cfg: CostParams, precision: str) -> Measured:
         clips_per_s=totals.clips_per_s,
         clips_per_s_per_device=_ratio(totals.clips_per_s, devices(totals)),
         flops_per_step=totals.flops_per_step,
-        mfu=mfu(totals, record.ranks, cfg, precision),
+        mfu=mfu(totals, record.ranks, precision),
         peak_allocated_gb=totals.peak_allocated_gb,
         peak_reserved_gb=totals.peak_reserved_gb,
         cpu_hours=overall.cpu_time_s / 3600.0,
@@ -280,11 +280,11 @@ def build_report(
             measured_devices=measured.devices,
             power_w=measured.device_power_w,
         )
-    peaks = {n: peak_flops(cfg.peak_tflops, n, precision) for n in measured.device_names}
+    peaks = {n: peak_flops(n, precision) for n in measured.device_names}
     unknown = [name for name, peak in peaks.items() if peak is None]
     notes = _notes(ranks)
     if unknown:
-        notes.append(f"MFU null: no cost.peak_tflops entry ({precision}) matches {unknown}")
+        notes.append(f"MFU null: no device-table peak ({precision}) matches {unknown}")
     return CostReport(
         measured=measured,
         forecast=forecast_result,

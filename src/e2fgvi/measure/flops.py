@@ -33,7 +33,8 @@ def deform_conv2d_backward_flop(grad_shape, input_shape, weight_shape, *args: An
     return 2 * forward
 
 
-def _custom_formulas() -> dict[Any, Callable[..., int]]:
+def custom_formulas() -> dict[Any, Callable[..., int]]:
+    """FLOP formulas of the ops torch does not count: torchvision's deformable convolution."""
     try:
         import torchvision  # noqa: F401 - registers torch.ops.torchvision
     except ImportError:
@@ -50,7 +51,7 @@ def measure_step_flops(step_fn: Callable[[], Any]) -> float:
 
     The step really happens (weights update), so a trainer can count its first step this way.
     """
-    counter = FlopCounterMode(display=False, custom_mapping=_custom_formulas())
+    counter = FlopCounterMode(display=False, custom_mapping=custom_formulas())
     with counter:
         step_fn()
     total = float(counter.get_total_flops())

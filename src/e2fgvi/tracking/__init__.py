@@ -19,6 +19,7 @@ from e2fgvi.tracking.logger import RunLogger, attach, replay_spool
 from e2fgvi.tracking.queries import (
     PAGE_SIZE,
     RunRecord,
+    artifact_text,
     experiment_id,
     list_artifacts,
     metric_history,
@@ -29,6 +30,7 @@ from e2fgvi.tracking.system import SystemMetrics
 from e2fgvi.tracking.uri import read_run_reference, stage_uri, store_dir, tracking_uri
 
 __all__ = [
+    "artifact_text",
     "PAGE_SIZE",
     "RunLogger",
     "RunRecord",

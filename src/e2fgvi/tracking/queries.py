@@ -85,3 +85,13 @@ def experiment_id(uri: str, name: str) -> str | None:
     """The id of the named experiment (for UI links such as ``#/experiments/<id>/runs/<run>``)."""
     experiment = client(uri).get_experiment_by_name(name)
     return experiment.experiment_id if experiment else None
+
+
+def artifact_text(uri: str, run_id: str, path: str) -> str | None:
+    """A text artifact of a run; None when the run has no such file."""
+    folder, _, name = path.rpartition("/")
+    if path not in list_artifacts(uri, run_id, folder or None):
+        return None
+    local = client(uri).download_artifacts(run_id, path)
+    with open(local, encoding="utf-8") as text:
+        return text.read()
