@@ -55,7 +55,8 @@ def table_lines(rows: list[DeviceRow]) -> list[str]:
     for row in rows:
         lines.append(
             f"| {row.target} × {row.devices} | {row.clips_per_device} | {_cell(row.step_s)} | "
-            f"{_cell(row.wall_days)} | {_cell(row.device_hours, '.4g')} | {_cell(row.kwh, '.4g')} | "
+            f"{_cell(row.wall_days)} | {_cell(row.device_hours, '.4g')} | "
+            f"{_cell(row.kwh, '.4g')} | "
             f"{_cell(row.money, '.4g')} | {_cell(row.memory_gb)} of {row.device_memory_gb:g} | "
             f"{row.fits} | derived [{bases.index(row.basis) + 1}] |"
         )

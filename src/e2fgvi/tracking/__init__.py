@@ -30,11 +30,11 @@ from e2fgvi.tracking.system import SystemMetrics
 from e2fgvi.tracking.uri import read_run_reference, stage_uri, store_dir, tracking_uri
 
 __all__ = [
-    "artifact_text",
     "PAGE_SIZE",
     "RunLogger",
     "RunRecord",
     "SystemMetrics",
+    "artifact_text",
     "attach",
     "experiment_id",
     "list_artifacts",

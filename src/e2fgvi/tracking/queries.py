@@ -89,7 +89,7 @@ def experiment_id(uri: str, name: str) -> str | None:
 
 def artifact_text(uri: str, run_id: str, path: str) -> str | None:
     """A text artifact of a run; None when the run has no such file."""
-    folder, _, name = path.rpartition("/")
+    folder = path.rpartition("/")[0]
     if path not in list_artifacts(uri, run_id, folder or None):
         return None
     local = client(uri).download_artifacts(run_id, path)
