@@ -91,6 +91,7 @@ def forecast_plan(
     counts: list[int] | None,
     table_path: Path | None = None,
     mlruns: Path | None = None,
+    not_from: str | None = None,
 ) -> list[DeviceRow]:
     """Rows for ``targets`` x ``counts`` (defaults: every kind, the plan's device count)."""
     params = load_params(params_path)
@@ -100,7 +101,8 @@ def forecast_plan(
         table.kind(target)
     calibration = None
     if mlruns is not None and tracking.store_dir(mlruns).exists():
-        calibration = find_calibration(tracking.tracking_uri(mlruns), plan.step, table)
+        uri = tracking.tracking_uri(mlruns)
+        calibration = find_calibration(uri, plan.step, table, exclude=not_from)
     log.info("counting one step of %s on fake tensors", plan_path)
     base = count_step(plan_params, 1)
     return device_rows(
@@ -144,6 +146,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--no-calibrate", action="store_true", help="roofline only, even when a profile exists"
     )
+    parser.add_argument(
+        "--not-from", help="do not calibrate from profiles of this kind (to test the calibration)"
+    )
     parser.add_argument("--json", action="store_true", help="print a JSON list of rows")
 
 
@@ -155,6 +160,7 @@ def run(args: argparse.Namespace) -> int:
         _list(args.devices, "--devices", int) if args.devices else None,
         args.device_table,
         None if args.no_calibrate else args.mlruns,
+        args.not_from,
     )
     # The table is this command's output, so it goes to stdout (logs go to stderr).
     if args.json:

@@ -102,6 +102,6 @@ def find_calibration(
             log.warning("run %s: %s is not an operator-times record; skipped", run.run_id, ARTIFACT)
             continue
         kind = table.lookup(times.device_name)
-        if kind is not None and _matches(raw.get("step") or {}, shape):
+        if kind is not None and kind != exclude and _matches(raw.get("step") or {}, shape):
             return Calibration(run_id=run.run_id, kind=kind, times=times)
     return None
