@@ -11,6 +11,7 @@ that was not skipped is a FAIL, never a pass.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import sys
 from pathlib import Path
@@ -25,14 +26,14 @@ BOUNDS = {
 }
 
 
-class Missing(Exception):
+class MissingError(Exception):
     """A part's output is not there."""
 
 
 def _load(folder: Path, name: str):
     path = folder / name
     if not path.is_file():
-        raise Missing(name)
+        raise MissingError(name)
     return json.loads(path.read_text(encoding="utf-8"))
 
 
@@ -75,14 +76,14 @@ def check_memory(folder: Path) -> tuple[bool, str]:
         )
         if not probed:
             problems.append(f"{m['step']['precision']}: nothing fitted")
-        if any(b < a for a, b in zip(peaks, peaks[1:])):
+        if any(b < a for a, b in itertools.pairwise(peaks)):
             problems.append(f"{m['step']['precision']}: peak not monotonic in clips")
         if peaks and max(peaks) > total:
             problems.append(
                 f"{m['step']['precision']}: peak {max(peaks):.2f} GiB > card {total:.2f} GiB"
             )
     detail = f"clips->peak GiB {'; '.join(shown)} (card {total:.2f} GiB)"
-    return not problems, "; ".join(problems + [detail])
+    return not problems, "; ".join([*problems, detail])
 
 
 def _rel(a: float, b: float) -> float:
@@ -163,7 +164,7 @@ def judge(folder: Path) -> list[tuple[str, str, str]]:
             continue
         try:
             ok, detail = check(folder)
-        except Missing as exc:
+        except MissingError as exc:
             ok, detail = False, f"no output {exc} (the part '{part}' failed or did not run)"
         except (KeyError, TypeError, ValueError) as exc:
             ok, detail = False, f"unreadable output: {type(exc).__name__} {exc}"

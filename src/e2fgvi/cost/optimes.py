@@ -88,9 +88,10 @@ def _matches(step: dict[str, Any], shape: StepShape) -> bool:
 
 
 def find_calibration(
-    uri: str, shape: StepShape, table: DeviceTable, limit: int = 200
+    uri: str, shape: StepShape, table: DeviceTable, exclude: str | None = None, limit: int = 200
 ) -> Calibration | None:
-    """The newest profile run with operator times of ``shape``'s step on a kind in ``table``."""
+    """The newest profile run with operator times of ``shape``'s step on a kind in ``table``
+    other than ``exclude``."""
     for run in tracking.search_runs(uri)[:limit]:
         text = tracking.artifact_text(uri, run.run_id, ARTIFACT)
         if text is None:
