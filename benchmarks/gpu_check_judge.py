@@ -44,10 +44,8 @@ def check_energy(folder: Path) -> tuple[bool, str]:
         return False, f"no counter or no power integral (counter {counter}, integral {integral})"
     off = abs(counter / integral - 1) * 100
     bound = BOUNDS["energy_pct"]
-    return (
-        off <= bound,
-        f"counter {counter:.1f} J vs power integral {integral:.1f} J: {off:.2f} % (bound {bound} %)",
-    )
+    detail = f"counter {counter:.1f} J vs power integral {integral:.1f} J: {off:.2f} %"
+    return off <= bound, f"{detail} (bound {bound} %)"
 
 
 def check_power(folder: Path) -> tuple[bool, str]:
