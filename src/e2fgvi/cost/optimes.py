@@ -65,8 +65,8 @@ def measure_operator_times(step_fn, device: torch.device) -> tuple[float, dict[s
 
 def record_operator_times(
     step_fn, device: torch.device, device_name: str, kind: str, shape: StepShape, out: Path
-) -> Path:
-    """Measure and write ``operator_times.json`` into ``out``; returns its path."""
+) -> tuple[OperatorTimes, Path]:
+    """Measure and write ``operator_times.json`` into ``out``; returns the record and path."""
     wall, times = measure_operator_times(step_fn, device)
     record = OperatorTimes(
         device_name=device_name,
@@ -80,7 +80,7 @@ def record_operator_times(
     log.info(
         "operator times of one step on %s: %d operators, %.3g s", device_name, len(times), wall
     )
-    return path
+    return record, path
 
 
 def _matches(step: dict[str, Any], shape: StepShape) -> bool:

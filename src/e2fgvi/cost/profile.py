@@ -27,6 +27,7 @@ from e2fgvi.config import CostParams, Params, load_params
 from e2fgvi.cost import profile_report
 from e2fgvi.cost.mfu import precision_of
 from e2fgvi.cost.plan import Plan, StepShape, load_plan, measured_params
+from e2fgvi.cost.profile_devices import profile_devices
 from e2fgvi.cost.profile_report import Measurement, MemoryProbe, ProbedSize, ProfileReport
 from e2fgvi.cost.summary import summarise
 from e2fgvi.data.dataset import TrainClips
@@ -230,8 +231,10 @@ def run_profile(
         extra_precisions,
         clips,
     )
+    lines, extra = profile_devices(plan_params, plan, params.cost, picked, report.device_name, out)
+    report = report.model_copy(update={"other_devices": lines})
     profile_report.log_summary(report)
-    paths = profile_report.write(out, report) if out is not None else []
+    paths = profile_report.write(out, report) + extra if out is not None else []
     if track:
         profile_report.track(report, params.tracking.experiment, mlruns, paths)
     return report

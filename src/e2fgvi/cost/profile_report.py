@@ -12,6 +12,7 @@ import logging
 from pathlib import Path
 
 import numpy as np
+from pydantic import Field
 
 from e2fgvi import tracking
 from e2fgvi.atomic import write_json, write_text
@@ -72,6 +73,7 @@ class ProfileReport(FrozenModel):
     budget: list[budget.BudgetRow]
     conditions: dict[str, Scalar]
     notes: list[str]
+    other_devices: list[str] = Field(default_factory=list)  # the plan per kind (profile_devices)
 
 
 def _budget_input(m: Measurement) -> budget.Measured:
@@ -259,6 +261,10 @@ def markdown(report: ProfileReport) -> str:
         "## Budget",
         "",
         *budget.budget_lines(report.budget, report.hours_unit, fc.currency if fc else ""),
+        "",
+        "## On other device kinds (derived)",
+        "",
+        *(report.other_devices or ["Not computed."]),
         "",
         "## Measured windows",
         "",
