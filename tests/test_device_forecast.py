@@ -200,3 +200,43 @@ def test_cli_refuses_unknown_kind_and_uneven_split(capsys, tiny_plan, synthetic_
         _run(capsys, tiny_plan, ("target", "B200"))
     with pytest.raises(UserError, match="--devices 3 does not split"):
         _run(capsys, tiny_plan, ("devices", "3"))
+
+
+def _store_profile(mlruns, step: dict, device="NVIDIA H100 80GB HBM3") -> str:
+    from e2fgvi import tracking
+
+    logger = tracking.RunLogger(
+        uri=tracking.tracking_uri(mlruns), experiment="plans", run_name="profile-gpu",
+        artifact_root=mlruns,
+    )  # fmt: skip
+    path = mlruns.parent / "operator_times.json"
+    times = {"device_name": device, "kind": "H100", "clips_per_device": 1, "step_s": 0.5}
+    path.write_text(json.dumps({**times, "op_s": {"mm": 0.3, "add": 0.1}, "step": step}))
+    logger.log_artifact(path, "cost")
+    logger.end()
+    logger.close()
+    return tracking.search_runs(tracking.tracking_uri(mlruns))[0].run_id
+
+
+def test_calibration_from_a_gpu_profile_run_in_the_store(
+    capsys, tmp_path, tiny_plan, synthetic_cost, monkeypatch
+):
+    from e2fgvi.cost.plan import load_plan
+
+    monkeypatch.setattr(forecast_devices, "count_step", lambda params, clips: synthetic_cost)
+    mlruns = tmp_path / "mlruns"
+    step = load_plan(tiny_plan)[1].step.model_dump()
+    run_id = _store_profile(mlruns, step)
+    common = [("json", True), ("mlruns", mlruns), ("no_calibrate", False), ("devices", "1")]
+    rows = json.loads(_run(capsys, tiny_plan, *common, ("target", "H100,V100")))
+    assert all(r["basis"].startswith("calibrated") and run_id in r["basis"] for r in rows)
+    # H100 from an H100 profile: the measured step (0.3 + 0.1 by operator, 0.1 unaccounted),
+    # at the plan's 2 clips per device.
+    assert rows[0]["step_s"] == pytest.approx(2 * 0.5)
+    assert rows[1]["step_s"] > rows[0]["step_s"]  # the V100 is slower on both terms
+    rows = json.loads(_run(capsys, tiny_plan, *common, ("not_from", "H100")))
+    assert all(r["basis"].startswith("roofline") for r in rows)
+    _store_profile(tmp_path / "other", {**step, "width": 432}, "Tesla V100-SXM2-32GB")
+    other = [c for c in common if c[0] != "mlruns"] + [("mlruns", tmp_path / "other")]
+    rows = json.loads(_run(capsys, tiny_plan, *other))  # another step's profile: not used
+    assert all(r["basis"].startswith("roofline") for r in rows)
