@@ -32,7 +32,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     ),
     "forecast": (
         "e2fgvi.cost.forecast_devices",
-        "forecast the plan on device kinds and counts you do not have (no steps run)",
+        "forecast the plan on GPUs you do not have (no steps run)",
     ),
     "cost": ("e2fgvi.cost.compare", "compare the measured cost of experiments across MLflow runs"),
     "inpaint": ("e2fgvi.eval.inpaint", "remove masked objects from a video with a checkpoint"),
