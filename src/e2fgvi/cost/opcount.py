@@ -7,7 +7,8 @@ plus the deformable convolution's from ``e2fgvi.measure.flops``; an elementwise 
 one FLOP per output element), the bytes it reads and writes (its tensor arguments and results),
 the dtype its inputs ran in, and the live bytes of the step: the real tensors it touches
 (parameters, buffers, the batch) plus every result still referenced, whose peak is the step's
-memory. The host sync of the guard (is the loss finite?) answers "finite".
+memory. The host syncs answer as a healthy step would: the loss is finite, the fp16 loss scaler
+found no inf (so the optimiser steps).
 """
 
 from __future__ import annotations
@@ -123,8 +124,10 @@ class _Counter(TorchDispatchMode):
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
-        if func is _SCALAR:  # the guard's host sync: the loss is finite
-            return True
+        if func is _SCALAR:  # host syncs, answered as a healthy step's
+            # The loss is finite (a bool), Adam's step count is 1 (a 0-d float), and the fp16
+            # loss scaler's found_inf (shape (1,)) is 0, so the optimiser steps.
+            return 0 if args[0].dim() == 1 else 1
         inputs = [t for t in tree_flatten((args, kwargs))[0] if isinstance(t, torch.Tensor)]
         self._resident(inputs)
         out = func(*args, **kwargs)
@@ -155,15 +158,28 @@ def count_step(
     """Count one training step of ``params``' configuration at ``clips`` clips per device.
 
     The networks are built for real on the CPU (their weights are the step's resident bytes);
-    the step itself runs on fake tensors. The step's precision is the plan's ``train.amp``.
+    the step itself runs on fake tensors. The step's precision is the plan's ``train.amp``
+    (an fp16 step is counted as bf16, relabelled: the loss scaler's own work is not counted).
     """
+    fp16 = params.train.amp == "fp16"
+    if fp16:  # fp16 autocast needs CUDA here: count the bf16 step (same shapes and bytes)
+        params = params.model_copy(
+            update={"train": params.train.model_copy(update={"amp": "bf16"})}
+        )
     step = make_step(params, torch.device("cpu"), clips)
     counter = _Counter()
     with FakeTensorMode(allow_non_fake_inputs=True), counter:
         step()
         del step
     ops = [
-        OpCost(name=n, matmul=m, dtype=d, flops=f, bytes=b, count=c)
+        OpCost(
+            name=n,
+            matmul=m,
+            dtype="float16" if fp16 and d == "bfloat16" else d,
+            flops=f,
+            bytes=b,
+            count=c,
+        )
         for (n, m, d, f, b), c in sorted(counter.ops.items(), key=lambda kv: -kv[0][3] * kv[1])
     ]
     cost = StepCost(
