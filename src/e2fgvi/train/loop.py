@@ -15,6 +15,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from e2fgvi import tracking
 from e2fgvi.config import Params
 from e2fgvi.data.dataset import StepSampler, TrainClips
 from e2fgvi.measure.flops import measure_step_flops
@@ -141,12 +142,16 @@ def _log_step(
     state, nets = ctx.session, ctx.nets
     if state.run is None:
         return
-    means["lr/generator"] = nets.gen_optimizer.param_groups[0]["lr"]
-    if nets.dis_optimizer is not None:
-        means["lr/discriminator"] = nets.dis_optimizer.param_groups[0]["lr"]
-    means["perf/clips_per_s"] = ctx.params.train.batch_size / max(timing.total_s, 1e-9)
+    cfg = ctx.params.train
+    # A learning rate the schedule never changes within the run is a constant (param
+    # ``train.lr``): charted, it is a flat line that MLflow's axis labels show as 0.
+    if any(m <= cfg.iterations for m in cfg.milestones):
+        means["lr/generator"] = nets.gen_optimizer.param_groups[0]["lr"]
+        if nets.dis_optimizer is not None:
+            means["lr/discriminator"] = nets.dis_optimizer.param_groups[0]["lr"]
+    means["perf/clips_per_s"] = cfg.batch_size / max(timing.total_s, 1e-9)
     means["guard/skipped_updates"] = float(state.meta.get("skipped_updates", 0))
     means |= ctx.meter.metrics_for_step(timing)
-    state.run.log_metrics(means, step=step)
+    state.run.log_metrics(tracking.names.step_metrics(means), step=step)
     state.history.append(step, means)
     bar.set_postfix(loss=f"{means['loss/generator']:.3f}", refresh=False)
