@@ -72,7 +72,7 @@ COST_REPORT = "cost/cost.md"  # the run's cost report artifact, linked from the 
 
 def currency_unit(currency: str) -> str:
     """``USD`` -> ``usd`` (a metric-name suffix)."""
-    return "".join(c for c in currency.lower() if c.isalnum()) or "money"
+    return "".join(c for c in currency.lower() if c.isascii() and c.isalnum()) or "money"
 
 
 def measured_metrics(
