@@ -113,7 +113,8 @@ def test_the_note_has_every_stages_sentence_in_order_whatever_the_stage_order(tm
     logger = tracking.RunLogger(uri, "note-test", artifact_root=tmp_path / "mlruns")
     scored = tracking.scored_sentence({"psnr": 30.12345, "ssim": 0.9, "vfid": None}, 1, "108x60")
     what = {"variant": "E2FGVI-HQ", "iterations": 40, "size": "108x60", "devices": 1,
-            "device": "CPU", "precision": "fp32", "global_batch": 1, "data": "the sample"}  # fmt: skip
+            "device": "CPU", "precision": "fp32", "global_batch": 1,
+            "data": "the sample"}  # fmt: skip
     ran = tracking.ran_sentence(what)
     cost = tracking.cost_sentence(FIGURES, "USD", "CPU device-hours")
     logger.set_note("scored", scored)
