@@ -6,6 +6,7 @@ a real MLflow store (SQLite, through ``RunLogger``).
 
 from __future__ import annotations
 
+import json
 import subprocess
 
 import numpy as np
@@ -61,7 +62,8 @@ def test_per_step_series_leave_the_cost_namespace_and_sort_after_the_learning():
 
 
 def test_hardware_tables_and_prices_stay_out_of_the_params():
-    flat = {"train.iterations": 40, "cost.peak_tflops.V100.bf16": 15.7, "cost.currency": "USD"}
+    flat = {"train.iterations": 40, "cost.peak_tflops.V100.bf16": 15.7, "cost.currency": "USD",
+            "data.http.retries": 5}  # fmt: skip
     assert names.visible_params(flat) == {"train.iterations": 40}
     assert names.price_params("USD", 2.5, 0.15) == {
         "cost.currency": "USD",
@@ -120,6 +122,7 @@ def test_the_note_has_every_stages_sentence_in_order_whatever_the_stage_order(tm
     logger.set_note("scored", scored)
     logger.set_note("cost", cost)
     logger.set_note("ran", ran)
+    logger.share_cost_view("USD")
     assert logger.close()
     mlflow = client(uri)
     run = mlflow.get_run(logger.run_id)
@@ -128,7 +131,11 @@ def test_the_note_has_every_stages_sentence_in_order_whatever_the_stage_order(tm
     assert "It cost 0.25 USD: 2 CPU device-hours" in cost and "energy not measured" in cost
     assert "PSNR 30.12 dB" in scored and "VFID not measured" in scored
     experiment = mlflow.get_experiment(run.info.experiment_id)
-    assert "Training runs of E2FGVI" in experiment.tags["mlflow.note.content"]
+    described = experiment.tags["mlflow.note.content"]
+    assert "Training runs of E2FGVI" in described
+    assert f"(#/experiments/{experiment.experiment_id}/runs?viewStateShareKey=cost)" in described
+    view = json.loads(experiment.tags["mlflow.sharedViewState.cost"])
+    assert "metrics.`measured/money_usd`" in view["selectedColumns"]
 
 
 def test_the_sample_strip_has_its_rows_labelled():

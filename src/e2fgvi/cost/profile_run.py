@@ -102,6 +102,7 @@ def track(
         }
     )
     logger.set_note("ran", _note(report, bands, currency))
+    logger.share_cost_view(currency)
     for path in artifacts:
         logger.log_artifact(path, "cost")
     if not artifacts:

@@ -91,6 +91,7 @@ def log_report(
     for path in artifacts:
         logger.log_artifact(path, "cost")
     logger.set_note("cost", cost_sentence(figures, measured.currency, measured.hours_unit))
+    logger.share_cost_view(measured.currency)
     sent = {k: v for k, v in metrics.items() if v is not None}
     log.info(
         "logged %d cost metrics and %d artifacts to run %s",

@@ -160,6 +160,10 @@ class RunLogger:
         """One sentence (``ran``, ``scored``, ``cost``) of the run's description in the UI."""
         self._queue({"op": "note", "part": part, "text": text})
 
+    def share_cost_view(self, currency: str) -> None:
+        """The run's experiment gets a shared runs-table view with the cost columns."""
+        self._queue({"op": "view", "currency": currency})
+
     def set_running(self) -> None:
         """Mark the run running again (a new session of a run that had ended)."""
         self._queue({"op": "running"})

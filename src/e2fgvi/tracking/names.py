@@ -15,6 +15,7 @@ forecast (``forecast/``). A training run and a profile run share the keys of the
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 MEASURED_PREFIX, FORECAST_PREFIX, STEP_PREFIX = "measured/", "forecast/", "step/"
@@ -52,6 +53,9 @@ STEP = {
     "guard/skipped_updates": "step/skipped_updates",
 }
 
+# The sample strips' image key: its section sorts after the learning and the measured cost.
+IMAGE_KEY = "samples/training_clip"
+
 # StepShape fields and schedule fields that both a training run and a profile run log as
 # ``config.<field>`` params (the plan a profile measured, or what a training run ran).
 CONFIG_FIELDS = (
@@ -59,11 +63,18 @@ CONFIG_FIELDS = (
     "devices", "global_batch", "iterations",
 )  # fmt: skip
 
-# Param prefixes kept out of a run's params (hardware peak tables, prices, forecast knobs): the
-# ``cost`` section goes into one artifact, ``config/cost.json``, and its prices into ``cost.*``.
-HIDDEN_PARAMS = ("cost.",)
-COST_SECTION_ARTIFACT = "config"
+# Param sections kept out of a run's params list: hardware peak tables, prices and forecast
+# knobs (``cost``), and the data, preparation, masks and tracking settings. They are all in one
+# artifact, ``config/params.json`` (the whole params file); the prices that made the money are
+# params ``cost.*``. Fewer params also keep the UI's image card readable: it prints every param
+# of the run above the image.
+HIDDEN_PARAMS = ("cost.", "data.", "prepare.", "masks.", "tracking.")
+PARAMS_ARTIFACT = "config/params.json"
 
+# The runs table with the cost columns: an MLflow shared view (experiment tag
+# ``mlflow.sharedViewState.<key>``), opened by ``#/experiments/<id>/runs?viewStateShareKey=<key>``.
+VIEW_KEY = "cost"
+VIEW_TAG = "mlflow.sharedViewState." + VIEW_KEY
 NOTE_TAG = "mlflow.note.content"  # the run's (and the experiment's) description in the UI
 NOTE_PARTS = ("ran", "cost", "scored")  # order of the note's sentences
 NOTE_PART_TAG = "e2fgvi.note.{}"
@@ -146,6 +157,21 @@ def run_label(shape: dict[str, Any], devices: int, device_kind: str) -> str:
     variant = str(shape["variant"]).replace("_", "-")
     size = f"{shape['width']}x{shape['height']}"
     return f"{variant}-{size}-{devices}{kind}-{shape['precision']}"
+
+
+def cost_view(currency: str) -> str:
+    """The shared view's state (JSON): the runs table's columns a planner compares."""
+    cur = currency_unit(currency)
+    columns = [
+        "attributes.`Description`", "attributes.`Duration`", "params.`config.variant`",
+        "params.`config.width`", "params.`config.devices`", "params.`config.precision`",
+        "params.`device.kind`", "metrics.`eval/psnr`", "metrics.`eval/ssim`",
+        f"metrics.`measured/money_{cur}`", "metrics.`measured/device_hours`",
+        "metrics.`measured/step_time_median_s`", "metrics.`measured/device_hours_per_1k_iter`",
+        f"metrics.`measured/money_{cur}_per_1k_iter`", f"metrics.`forecast/money_{cur}`",
+        "metrics.`forecast/device_hours`",
+    ]  # fmt: skip
+    return json.dumps({"selectedColumns": columns})
 
 
 def run_figures(metrics: dict[str, float], params: dict[str, str]) -> dict[str, float | None]:

@@ -17,6 +17,9 @@ from e2fgvi.tracking.names import (
     NOTE_PART_TAG,
     NOTE_PARTS,
     NOTE_TAG,
+    VIEW_KEY,
+    VIEW_TAG,
+    cost_view,
 )
 
 if TYPE_CHECKING:
@@ -27,7 +30,8 @@ EXPERIMENT_NOTE = (
     "`dvc exp run`, and profile runs (tag cost.kind = profile) that forecast what a plan will "
     "cost. Each run's description says what ran, what it scored and what it cost; compare runs "
     "on the config.* and device.* params and the measured/ and forecast/ metrics (money in the "
-    "currency its name ends with)."
+    "currency its name ends with): [runs table with the cost columns]"
+    "(#/experiments/{experiment_id}/runs?viewStateShareKey={view})."
 )
 
 _VERSION_TAG_PREFIXES = ("eval/", MEASURED_PREFIX)
@@ -68,6 +72,17 @@ def scored_sentence(scores: dict[str, float | None], videos: int, size: str) -> 
         for key, (name, unit, digits) in shown.items()
     ]
     return f"Scored on {videos} test video{'s' * (videos != 1)} at {size}: {', '.join(parts)}."
+
+
+def experiment_note(experiment_id: str) -> str:
+    """The experiment's description, linking the runs table with the cost columns."""
+    return EXPERIMENT_NOTE.format(experiment_id=experiment_id, view=VIEW_KEY)
+
+
+def send_view(mlflow: MlflowClient, run_id: str, currency: str) -> None:
+    """The run's experiment gets the shared runs-table view with the cost columns."""
+    experiment_id = mlflow.get_run(run_id).info.experiment_id
+    mlflow.set_experiment_tag(experiment_id, VIEW_TAG, cost_view(currency))
 
 
 def send_note(mlflow: MlflowClient, run_id: str, part: str, text: str) -> None:

@@ -99,10 +99,8 @@ def _loop(ctx: TrainContext, paths: TrainPaths) -> dict[str, Any] | None:
         bar.update(1)
         if step % cfg.log_every == 0 or step == cfg.iterations:
             _log_step(ctx, step, averager.pop(), timing, bar)
-        if world.is_main and step % cfg.image_every == 0:
-            strip = ctx.session.folder / "samples" / f"step_{step:07d}.png"
-            write_strip(strip, clips.frames, clips.masks, result.comp)
-            ctx.session.run.log_image(strip, key="samples", step=step)
+        if world.is_main:
+            _log_strips(ctx, step, clips, result)
         if step % cfg.checkpoint_every == 0 or step == cfg.iterations:
             session.checkpoint(ctx, step)
     bar.close()
@@ -112,6 +110,21 @@ def _loop(ctx: TrainContext, paths: TrainPaths) -> dict[str, Any] | None:
     if not world.is_main:
         return None
     return session.finish(ctx, paths, record)
+
+
+def _log_strips(ctx: TrainContext, step: int, clips: Clips, result: StepResult) -> None:
+    """The sample strip every ``image_every`` steps (the UI's image grid), and at step 0.
+
+    A fresh run's first output comes from the initial weights, so it is iteration 0's strip:
+    MLflow's image card opens at step 0, and finds an image there.
+    """
+    shown = [0] if step == 1 else []
+    if step % ctx.params.train.image_every == 0:
+        shown.append(step)
+    for at in shown:
+        strip = ctx.session.folder / "samples" / f"step_{at:07d}.png"
+        write_strip(strip, clips.frames, clips.masks, result.comp)
+        ctx.session.run.log_image(strip, key=tracking.names.IMAGE_KEY, step=at)
 
 
 def _to_device(batch: list[Tensor], ctx: TrainContext) -> Clips:

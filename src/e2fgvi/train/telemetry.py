@@ -123,8 +123,8 @@ def open_run(
 
     Records an earlier session spooled while the server was down are sent first. A new run is
     named for what ran (unless named in params or by DVC), opens with a sentence saying so, and
-    gets the params without the ``cost`` section (hardware tables and prices: one artifact,
-    ``config/cost.json``).
+    gets the params a comparison needs (``names.visible_params``; all of them are one artifact,
+    ``config/params.json``).
     """
     shape, schedule = _what_ran(params, device_kind)
     label = tracking.names.run_label(shape, schedule["devices"], device_kind)
@@ -142,8 +142,8 @@ def open_run(
         logger.set_tags(tracking.source_tags(TRAIN_SOURCE))
         visible = tracking.names.visible_params(flatten(params))
         logger.log_params(visible | tracking.names.config_params(shape, schedule))
-        cost = json.dumps(params.cost.model_dump(), indent=2)
-        logger.log_text(cost, f"{tracking.names.COST_SECTION_ARTIFACT}/cost.json")
+        dump = json.dumps(params.model_dump(mode="json"), indent=2)
+        logger.log_text(dump, tracking.names.PARAMS_ARTIFACT)
         logger.set_note("ran", _ran_sentence(params, shape, schedule))
     logger.set_tags(tags)
     return logger
