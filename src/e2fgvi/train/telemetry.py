@@ -17,8 +17,7 @@ from torch import Tensor
 
 from e2fgvi import tracking
 from e2fgvi.atomic import write_text
-from e2fgvi.config import DataParams, Params, flatten
-from e2fgvi.cost.plan import step_shape
+from e2fgvi.config import DataParams, Params, flatten, precision_of
 from e2fgvi.data.lineage import data_label, prepared_dataset
 from e2fgvi.train.distributed import World, broadcast_object, node_rank
 
@@ -89,7 +88,12 @@ def _what_ran(params: Params, device_kind: str) -> tuple[dict[str, Any], dict[st
     """(step shape, schedule) of the run: the same ``config.*`` a profile run logs."""
     train = params.train
     devices = train.nproc_per_node * train.nnodes
-    shape = step_shape(params, max(train.batch_size // devices, 1)).model_dump()
+    shape = {
+        "variant": params.model.variant, "width": train.width, "height": train.height,
+        "local_frames": train.num_local_frames, "ref_frames": train.num_ref_frames,
+        "clips_per_device": max(train.batch_size // devices, 1),
+        "precision": precision_of(train.amp, train.tf32),
+    }  # fmt: skip
     schedule = {"devices": devices, "global_batch": train.batch_size,
                 "iterations": train.iterations, "device_kind": device_kind}  # fmt: skip
     return shape, schedule
