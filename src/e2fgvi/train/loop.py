@@ -156,8 +156,8 @@ def _log_step(
     if state.run is None:
         return
     cfg = ctx.params.train
-    # A learning rate the schedule never changes within the run is a constant (param
-    # ``train.lr``): charted, it is a flat line that MLflow's axis labels show as 0.
+    # A learning rate the schedule never changes within the run is a constant of the run (param
+    # ``train.lr``); charted per step it is only a flat line (the sample's 1e-4 read as 0).
     if any(m <= cfg.iterations for m in cfg.milestones):
         means["lr/generator"] = nets.gen_optimizer.param_groups[0]["lr"]
         if nets.dis_optimizer is not None:
