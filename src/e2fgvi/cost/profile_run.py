@@ -40,8 +40,9 @@ def _note(report: ProfileReport, bands: dict[str, Any], currency: str) -> str:
     plan, primary = report.plan, report.measurements[0]
     shape, schedule = plan.step, plan.schedule
     kind = report.device_kind
+    variant = tracking.names.PAPER_NAMES.get(shape.variant, shape.variant)
     described = {
-        "source": plan.source, "variant": shape.variant, "size": f"{shape.width}x{shape.height}",
+        "source": plan.source, "variant": variant, "size": f"{shape.width}x{shape.height}",
         "iterations": schedule.iterations, "devices": schedule.devices,
         "precision": shape.precision, "global_batch": schedule.global_batch,
     }  # fmt: skip

@@ -53,6 +53,9 @@ STEP = {
     "guard/skipped_updates": "step/skipped_updates",
 }
 
+# ``model.variant`` as the paper names it, for run descriptions.
+PAPER_NAMES = {"e2fgvi": "E2FGVI", "e2fgvi_hq": "E2FGVI-HQ"}
+
 # The sample strips' image key: its section sorts after the learning and the measured cost.
 IMAGE_KEY = "samples/training_clip"
 

@@ -26,9 +26,6 @@ log = logging.getLogger(__name__)
 # The run's Source in the MLflow UI (``mlflow.source.name``): the train stage's entry point.
 TRAIN_SOURCE = "src/e2fgvi/stages/train.py"
 
-# ``model.variant`` as the paper names it, for the run's description.
-VARIANTS = {"e2fgvi": "E2FGVI", "e2fgvi_hq": "E2FGVI-HQ"}
-
 
 class Averager:
     """Means of tensor values since the last ``pop`` (kept on the device: no per-step sync)."""
@@ -103,7 +100,7 @@ def _ran_sentence(params: Params, shape: dict[str, Any], schedule: dict[str, Any
     kind = schedule["device_kind"]
     return tracking.ran_sentence(
         {
-            "variant": VARIANTS.get(shape["variant"], shape["variant"]),
+            "variant": tracking.names.PAPER_NAMES.get(shape["variant"], shape["variant"]),
             "iterations": schedule["iterations"],
             "size": f"{shape['width']}x{shape['height']}",
             "devices": schedule["devices"],
