@@ -49,6 +49,7 @@ STEP = {
     "cost/data_wait_s": "step/data_wait_s",
     "cost/compute_s": "step/compute_s",
     "cost/clips_per_s": "step/clips_per_s",
+    "cost/step_clips_per_s": "step/clips_per_s",
     "perf/clips_per_s": "step/clips_per_s",
     "guard/skipped_updates": "step/skipped_updates",
 }
