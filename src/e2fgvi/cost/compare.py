@@ -31,6 +31,8 @@ COST_COLUMNS = (
     ("devices", "devices"),
     ("clips_per_s_per_device", "clips/s per device"),
     ("device_hours_per_1k_iter", "device-h per 1k it"),
+    ("device_hours", "device-h"),
+    ("money", "money"),
     ("forecast_wall_h", "forecast wall h"),
     ("forecast_device_hours", "forecast device-h"),
     ("forecast_money", "forecast money"),
