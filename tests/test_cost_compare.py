@@ -36,8 +36,9 @@ def store(module_folder):
         logger.set_tags({"cost.kind": "profile" if psnr is None else "train",
                          "cost.device_kind": kind, "cost.currency": "USD",
                          "cost.device": "cpu" if kind == "cpu" else "NVIDIA H100"})  # fmt: skip
-        metrics = {"cost/device_hours": hours, "cost/money": money, "eval/psnr": psnr,
-                   "eval/ssim": ssim, "cost/forecast_device_hours": 100.0}  # fmt: skip
+        logger.log_params({"cost.currency": "USD"})
+        metrics = {"measured/device_hours": hours, "measured/money_usd": money, "eval/psnr": psnr,
+                   "eval/ssim": ssim, "forecast/device_hours": 100.0}  # fmt: skip
         logger.log_metrics(metrics)
         assert logger.close()
     return mlruns, uri

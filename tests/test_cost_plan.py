@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 
 import numpy as np
 import pytest
@@ -15,12 +16,13 @@ import torch
 from helpers import ROOT, write_params
 
 from e2fgvi import tracking
-from e2fgvi.config import CostParams, ForecastParams
-from e2fgvi.cost import budget, profile_report
+from e2fgvi.config import CostParams, ForecastParams, load_params
+from e2fgvi.cost import budget, profile_report, profile_run
 from e2fgvi.cost.forecast import Schedule, StepSample
 from e2fgvi.cost.plan import load_plan
 from e2fgvi.cost.profile import build_profile
 from e2fgvi.errors import UserError
+from e2fgvi.tracking.client import client
 
 CFG = CostParams(forecast=ForecastParams(profile_warmup=1, profile_steps=3))
 
@@ -153,8 +155,15 @@ def test_budget_marks_clips_that_do_not_fit_and_device_counts_split_the_batch():
     assert "no: accumulate gradients" in text and "| GPU-hours |" in text
 
 
+def _params(experiment: str):
+    params = load_params(ROOT / "params.yaml")
+    tracked = params.tracking.model_copy(update={"experiment": experiment})
+    return params.model_copy(update={"tracking": tracked, "cost": CFG})
+
+
 def test_cpu_never_yields_gpu_hours(tmp_path, caplog):
     """Report, markdown, flat metrics, MLflow keys and tags, and log lines of a CPU profile."""
+    started_ms = int(time.time() * 1000)
     report = _profile(tmp_path, batch_size=8, nproc_per_node=8, iterations=1000)
     assert (
         report.hours_unit == "CPU device-hours" and report.forecast.hours_unit == report.hours_unit
@@ -163,19 +172,33 @@ def test_cpu_never_yields_gpu_hours(tmp_path, caplog):
     with caplog.at_level(logging.INFO):
         profile_report.log_summary(report)
         paths = profile_report.write(tmp_path / "out", report)
-        profile_report.track(report, "plan-test", mlruns, paths)
-    (run,) = tracking.search_runs(tracking.tracking_uri(mlruns), ["plan-test"])
+        profile_run.track(report, _params("plan-test"), mlruns, paths, started_ms)
+    uri = tracking.tracking_uri(mlruns)
+    (run,) = tracking.search_runs(uri, ["plan-test"])
     texts = [p.read_text() for p in paths] + [caplog.text, json.dumps(run.tags)]
     texts += [*run.metrics, *run.params]
     for text in texts:
         assert "gpu_hours" not in text and "GPU-h" not in text and "gpu-h" not in text.lower()
     assert "CPU device-hours" in caplog.text and "CPU device-hours" in paths[2].read_text()
     assert run.tags["cost.device_kind"] == "cpu" and run.tags["cost.kind"] == "profile"
-    assert run.metrics["cost/forecast_device_hours"] == pytest.approx(
-        report.forecast.device_hours.mean
+    assert run.metrics["forecast/device_hours"] == pytest.approx(report.forecast.device_hours.mean)
+    low, high = report.forecast.money.low, report.forecast.money.high
+    assert run.tags["forecast.money_usd_range"] == f"{low:.4g} to {high:.4g}"
+    # The plan's configuration and where it was measured, under a training run's keys.
+    assert run.params["config.clips_per_device"] == "1" and run.params["config.devices"] == "8"
+    assert run.params["device.count"] == "1" and run.params["device.kind"] == "cpu"
+    assert {"measured/step_time_median_s", "measured/device_hours_per_1k_iter",
+            "measured/money_usd_per_1k_iter", "forecast/money_usd"} <= set(run.metrics)  # fmt: skip
+    assert not [key for key in run.metrics if key.startswith("cost/")]
+    # The standard source tags, and a duration that covers the profiling, not only its logging.
+    full = client(uri).get_run(run.run_id)
+    assert full.data.tags["mlflow.source.name"] == profile_run.PROFILE_SOURCE
+    assert full.data.tags["mlflow.user"] and full.data.tags["mlflow.source.git.commit"]
+    assert full.info.start_time == started_ms
+    assert (
+        full.info.end_time - full.info.start_time >= report.measurements[0].summary.wall_h * 3.6e6
     )
-    # The measured configuration and the plan's, side by side in the run's params.
-    assert run.params["plan.clips_per_device"] == run.params["measured.clips_per_device"] == "1"
-    assert run.params["plan.devices"] == "8" and run.params["measured.devices"] == "1"
+    note = full.data.tags["mlflow.note.content"]
+    assert note.startswith("Profile of the plan") and "CPU device-hours" in note and "USD" in note
     flat = json.loads(paths[0].read_text())
     assert all(v is None or isinstance(v, int | float) for v in flat.values())

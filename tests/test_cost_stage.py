@@ -21,6 +21,7 @@ from e2fgvi.errors import UserError
 from e2fgvi.measure.meter import CostMeter
 from e2fgvi.measure.record import CostRecord, write_record
 from e2fgvi.stages import cost as cost_stage
+from e2fgvi.tracking.client import client
 
 EXPERIMENT = "cost-test"
 
@@ -112,11 +113,18 @@ def test_cost_metrics_and_artifacts_in_the_run(staged):
     (run,) = [r for r in tracking.search_runs(staged["uri"], [EXPERIMENT])]
     assert run.run_id == staged["run_id"]
     metrics = run.metrics
-    assert metrics["cost/step_time_median_s"] >= 0.012
-    assert metrics["cost/forecast_wall_h"] > 0
-    assert metrics["cost/forecast_device_hours_low"] <= metrics["cost/forecast_device_hours_high"]
-    assert "cost/mfu" not in metrics  # null: not logged
+    assert metrics["measured/step_time_median_s"] >= 0.012
+    assert metrics["measured/money_usd"] > 0 and metrics["measured/device_hours"] > 0
+    assert metrics["measured/money_usd_per_1k_iter"] == pytest.approx(
+        metrics["measured/device_hours_per_1k_iter"]
+        * float(run.params["cost.price_per_device_hour"])
+    )
+    assert not [key for key in metrics if key.startswith(("forecast/", "cost/"))]  # not of itself
+    assert "measured/mfu" not in metrics  # null: not logged
     assert not [key for key in metrics if "gpu_hours" in key]  # a CPU ran: no GPU-hours
+    assert run.params["device.kind"] == "cpu" and run.params["cost.currency"] == "USD"
+    note = client(staged["uri"]).get_run(run.run_id).data.tags["mlflow.note.content"]
+    assert "It cost" in note and "USD" in note
     assert run.tags["cost.device"] == "cpu" and run.tags["cost.precision"] == "fp32"
     assert run.tags["cost.device_kind"] == "cpu"
     artifacts = tracking.list_artifacts(staged["uri"], run.run_id, "cost")
@@ -144,7 +152,8 @@ def test_compare_table_formats(staged, capsys):
     assert rows[0]["PSNR"] == "31.5" and rows[0]["devices"] == "1" and rows[0]["device"] == "cpu"
     assert rows[0]["device kind"] == "cpu"
     data = json.loads(_compare(staged["mlruns"], "json", capsys))
-    assert data[0]["run_id"] == staged["run_id"] and data[0]["forecast_device_hours"] > 0
+    assert data[0]["run_id"] == staged["run_id"] and data[0]["device_hours"] > 0
+    assert data[0]["forecast_device_hours"] is None  # a training run forecasts not itself
     markdown = _compare(staged["mlruns"], "md", capsys)
     assert markdown.splitlines()[1].startswith("| --- |")
 
@@ -200,11 +209,11 @@ def test_profile_command_profiles_the_plan_not_params_yaml(staged, tmp_path, cap
     assert [d["field"] for d in report["differences"]] == ["devices"]
     figures = json.loads((out / "profile.json").read_text())
     (run,) = tracking.search_runs(staged["uri"], ["e2fgvi-sample"])
-    assert run.tags["cost.kind"] == "profile" and run.run_name == "profile-params-cpu"
-    assert run.metrics["cost/forecast_device_hours"] == pytest.approx(
-        figures["forecast_device_hours"]
-    )
-    assert run.params["plan.width"] == "108" and run.params["plan.devices"] == "4"
-    assert "cost/max_clips_per_device" not in run.metrics  # null on CPU: not logged
+    assert run.tags["cost.kind"] == "profile"
+    assert run.run_name.startswith("profile-e2fgvi-hq-108x60-4cpu-fp32")
+    assert run.metrics["forecast/device_hours"] == pytest.approx(figures["forecast_device_hours"])
+    assert run.params["config.width"] == "108" and run.params["config.devices"] == "4"
+    assert run.params["device.count"] == "1" and run.params["device.kind"] == "cpu"
+    assert "measured/peak_allocated_gb" not in run.metrics  # null on CPU: not logged
     err = capsys.readouterr().err
     assert "1000 iterations on 4 cpu device(s)" in err and "CPU device-hours" in err

@@ -45,6 +45,8 @@ def evaluated(module_folder, tracking_server, repo_root):
     uri = tracking_server.url
     train = tracking.RunLogger(uri, "model-test")
     train.set_tags({"stage": "train"})
+    train.log_metrics({"measured/money_usd": 0.0123456, "measured/device_hours": 0.123456})
+    train.set_note("cost", "It cost 0.0123 USD.")
     assert train.close()
     reference = {"run_id": train.run_id, "uri": uri, "spool": None}
     (root / "run" / "mlflow_run.json").write_text(json.dumps(reference))
@@ -66,11 +68,21 @@ def test_the_generator_is_a_registered_version_with_the_eval_metrics(evaluated):
     assert version.run_id == run_id
     summary = json.loads((root / "reports" / "eval" / "metrics.json").read_text())
     run = mlflow.get_run(run_id)
-    assert float(version.tags["eval/psnr"]) == pytest.approx(summary["psnr"])
-    assert float(version.tags["eval/psnr"]) == pytest.approx(run.data.metrics["eval/psnr"])
+    assert version.tags["eval/psnr"] == f"{summary['psnr']:.4g}"  # rounded for people
+    assert float(version.tags["eval/psnr"]) == pytest.approx(run.data.metrics["eval/psnr"], 1e-3)
     assert version.tags["eval/variant"] == "e2fgvi_hq" and "PSNR" in version.description
+    # What training cost, and where its report is, on the version too.
+    assert version.tags["measured/money_usd"] == "0.01235"
+    assert version.tags["cost_report"] == f"runs:/{run_id}/cost/cost.md"
+    assert "It cost 0.0123 USD." in version.description
+    assert f"#/experiments/{run.info.experiment_id}/runs/{run_id}/artifacts/cost/cost.md" in (
+        version.description
+    )
+    assert run.data.tags["mlflow.note.content"].startswith("It cost 0.0123 USD. Scored on 1 test")
     (output,) = run.outputs.model_outputs  # the run's logged model (the UI's Models)
     assert version.source == f"models:/{output.model_id}"
+    # Filed under the run's own experiment, so the run page lists it (not under "Default").
+    assert mlflow.get_logged_model(output.model_id).experiment_id == run.info.experiment_id
 
 
 @pytest.mark.slow

@@ -179,7 +179,7 @@ def test_the_prepared_data_is_a_run_input_with_its_dvc_hash(tmp_path, server, mo
     logger.log_dataset(dataset, context="training")
     assert logger.close()
     (found,) = client(server.url).get_run(logger.run_id).inputs.dataset_inputs
-    assert found.dataset.digest == digest and found.dataset.name == "youtube-vos-prepared"
+    assert found.dataset.digest == digest and found.dataset.name == "e2fgvi-sample-train"
     assert '"train_videos"' in found.dataset.source
     assert '"nfiles": 10' in found.dataset.profile and "a" * 32 in found.dataset.profile
     assert [(t.key, t.value) for t in found.tags] == [("mlflow.data.context", "training")]

@@ -105,10 +105,11 @@ def test_one_mlflow_run_holds_training_evaluation_and_cost(repro):
     (run,) = _runs(copy, "train")
     assert run.run_id == ref["run_id"]
     assert run.params["train.iterations"] == "3"
-    for metric in ("loss/generator", "loss/hole", "eval/psnr", "eval/ssim", "cost/clips_per_s",
-                   "cost/step_time_median_s", "cost/forecast_device_hours", "cost/forecast_money",
-                   "cost/forecast_wall_h", "cost/device_hours"):  # fmt: skip
+    for metric in ("loss/generator", "loss/hole", "eval/psnr", "eval/ssim", "step/clips_per_s",
+                   "measured/step_time_median_s", "measured/money_usd", "measured/device_hours",
+                   "measured/device_hours_per_1k_iter"):  # fmt: skip
         assert metric in run.metrics, metric
+    assert not [key for key in run.metrics if key.startswith(("forecast/", "cost/"))]
     assert not [key for key in run.metrics if "gpu_hours" in key]  # a CPU ran
     assert [s for s, _ in tracking.metric_history(ref["uri"], run.run_id, "loss/hole")] == [1, 2, 3]
     evaluated = json.loads((copy / "reports" / "eval" / "metrics.json").read_text())
@@ -120,10 +121,16 @@ def test_one_mlflow_run_holds_training_evaluation_and_cost(repro):
     (profiled,) = _runs(copy, "profile")
     profile = json.loads((copy / "reports" / "profile" / "report.json").read_text())
     assert profile["plan"]["source"] == "plan.yaml" and profile["plan"]["schedule"]["devices"] == 2
-    assert profiled.metrics["cost/forecast_device_hours"] == pytest.approx(
+    assert profiled.metrics["forecast/device_hours"] == pytest.approx(
         profile["forecast"]["device_hours"]["mean"]
     )
-    assert profiled.params["plan.devices"] == "2" and profiled.params["measured.devices"] == "1"
+    assert profiled.params["config.devices"] == "2" and profiled.params["device.count"] == "1"
+    # Like for like: the same keys for the same things in the training and the profile run.
+    shared = ("config.variant", "config.width", "config.precision", "device.kind")
+    assert all(run.params[k] == profiled.params[k] for k in shared)
+    both = {"measured/step_time_median_s", "measured/device_hours_per_1k_iter",
+            "measured/money_usd_per_1k_iter"}  # fmt: skip
+    assert both <= set(run.metrics) & set(profiled.metrics)
 
 
 def test_dvc_metrics_are_flat_numbers_for_every_stage(repro):
@@ -229,9 +236,9 @@ def test_a_newcomer_sees_both_runs_by_name_with_source_commit_system_data_and_mo
     uri = tracking.tracking_uri(copy / "mlruns")
     mlflow = client(uri)
     commit = _git(copy, "rev-parse", "HEAD")
-    branch = _git(copy, "rev-parse", "--abbrev-ref", "HEAD")
     by_name = {r.run_name: r for r in _runs(copy, "train") if not r.run_name.startswith("sweep-")}
-    assert set(by_name) == {f"{branch}-{commit[:7]}", "try-lr"}  # `dvc repro`, `dvc exp run -n`
+    label = "e2fgvi-hq-108x60-1cpu-fp32"  # what ran: `dvc repro`, then `dvc exp run -n`
+    assert set(by_name) == {f"{label}-{commit[:7]}", "try-lr"}
     versions = {v.run_id: v for v in mlflow.search_model_versions("name='e2fgvi-generator'")}
     for name, record in by_name.items():
         run = mlflow.get_run(record.run_id)
@@ -243,9 +250,12 @@ def test_a_newcomer_sees_both_runs_by_name_with_source_commit_system_data_and_mo
         (data,) = run.inputs.dataset_inputs  # the UI's Datasets, with the DVC hash as digest
         assert data.dataset.digest == _prepared_hash(copy)
         version = versions[record.run_id]  # the registered model version from evaluate
-        assert float(version.tags["eval/psnr"]) == pytest.approx(run.data.metrics["eval/psnr"])
+        assert version.tags["eval/psnr"] == f"{run.data.metrics['eval/psnr']:.4g}"
+        assert "It cost" in version.description and "cost/cost.md" in version.description
+        assert "trained for 3 iterations" in tags["mlflow.note.content"]
         images = tracking.list_artifacts(uri, record.run_id, "images")
-        assert any(f.startswith("images/samples+step+3+") for f in images)
+        for step in (0, 3):
+            assert any(f.startswith(f"images/samples~training_clip+step+{step}+") for f in images)
     assert by_name["try-lr"].tags["dvc.exp.name"] == "try-lr"
     assert by_name["try-lr"].tags["dvc.exp.baseline_rev"] == commit
     assert sorted(int(v.version) for v in versions.values()) == [1, 2]

@@ -310,6 +310,13 @@ def load_params(path: str | Path = "params.yaml") -> Params:
     return parse_params(raw, str(path))
 
 
+def precision_of(amp: str, tf32: bool) -> str:
+    """Which peak applies: the AMP dtype, else TF32 when matmuls may use it, else FP32."""
+    if amp in ("bf16", "fp16"):
+        return amp
+    return "tf32" if tf32 else "fp32"
+
+
 def flatten(params: BaseModel | dict[str, Any], prefix: str = "") -> dict[str, Any]:
     """Dotted-key view of a config (for MLflow params and DVC comparisons)."""
     items = params.model_dump() if isinstance(params, BaseModel) else params

@@ -31,6 +31,8 @@ COST_COLUMNS = (
     ("devices", "devices"),
     ("clips_per_s_per_device", "clips/s per device"),
     ("device_hours_per_1k_iter", "device-h per 1k it"),
+    ("device_hours", "device-h"),
+    ("money", "money"),
     ("forecast_wall_h", "forecast wall h"),
     ("forecast_device_hours", "forecast device-h"),
     ("forecast_money", "forecast money"),
@@ -52,18 +54,11 @@ QUALITY_COLUMNS = (
     ("ssim_per_money", "SSIM per money"),
     ("frontier", "frontier"),
 )
-_METRICS = {
-    "devices": "cost/devices",
-    "clips_per_s_per_device": "cost/clips_per_s_per_device",
-    "device_hours_per_1k_iter": "cost/device_hours_per_1k_iter",
-    "device_hours": "cost/device_hours",
-    "money": "cost/money",
-    "forecast_wall_h": "cost/forecast_wall_h",
-    "forecast_device_hours": "cost/forecast_device_hours",
-    "forecast_money": "cost/forecast_money",
-    "psnr": "eval/psnr",
-    "ssim": "eval/ssim",
-}
+# The figures the tables show, by record field name (``tracking.names`` reads them back).
+_FIGURES = (
+    "devices", "clips_per_s_per_device", "device_hours_per_1k_iter", "device_hours", "money",
+    "forecast_wall_h", "forecast_device_hours", "forecast_money", "psnr", "ssim",
+)  # fmt: skip
 _MONEY = ("money", "forecast_money")
 
 
@@ -75,7 +70,8 @@ def rows(runs: list[tracking.RunRecord]) -> list[dict[str, Any]]:
     """One row per run that has any cost or evaluation figure."""
     table = []
     for run in runs:
-        values = {key: run.metrics.get(metric) for key, metric in _METRICS.items()}
+        every = tracking.names.run_figures(run.metrics, run.params)
+        values = {key: every[key] for key in _FIGURES}
         if all(v is None for v in values.values()):
             continue
         table.append(
@@ -86,7 +82,7 @@ def rows(runs: list[tracking.RunRecord]) -> list[dict[str, Any]]:
                 "kind": run.tags.get("cost.kind", ""),
                 "device_kind": run.tags.get("cost.device_kind", ""),
                 "device": run.tags.get("cost.device", ""),
-                "currency": run.tags.get("cost.currency", ""),
+                "currency": run.tags.get("cost.currency") or run.params.get("cost.currency", ""),
                 **values,
                 "devices": int(values["devices"]) if values["devices"] is not None else None,
                 "psnr_per_device_hour": _per(values["psnr"], values["device_hours"]),

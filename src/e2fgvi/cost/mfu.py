@@ -6,15 +6,9 @@ and by the precision the matmuls ran in.
 
 from __future__ import annotations
 
+from e2fgvi.config import precision_of  # noqa: F401 (cost code imports it here)
 from e2fgvi.cost.device_table import shipped_table
 from e2fgvi.measure.record import RankRecord, Totals
-
-
-def precision_of(amp: str, tf32: bool) -> str:
-    """Which peak applies: the AMP dtype, else TF32 when matmuls may use it, else FP32."""
-    if amp in ("bf16", "fp16"):
-        return amp
-    return "tf32" if tf32 else "fp32"
 
 
 def peak_flops(device_name: str | None, precision: str) -> float | None:

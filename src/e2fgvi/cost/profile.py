@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from e2fgvi.config import CostParams, Params, load_params
-from e2fgvi.cost import profile_report
+from e2fgvi.cost import profile_report, profile_run
 from e2fgvi.cost.mfu import precision_of
 from e2fgvi.cost.plan import Plan, StepShape, load_plan, measured_params
 from e2fgvi.cost.profile_devices import profile_devices
@@ -222,6 +222,7 @@ def run_profile(
     if clips is not None and clips < 1:
         raise UserError("--clips must be positive")
     picked = pick_device(device, key="--device")
+    started_ms = int(time.time() * 1000)  # the profile run's start: its duration is the profile's
     report = build_profile(
         plan,
         plan_params,
@@ -236,7 +237,7 @@ def run_profile(
     profile_report.log_summary(report)
     paths = profile_report.write(out, report) + extra if out is not None else []
     if track:
-        profile_report.track(report, params.tracking.experiment, mlruns, paths)
+        profile_run.track(report, params, mlruns, paths, started_ms)
     return report
 
 

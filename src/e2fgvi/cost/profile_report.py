@@ -7,20 +7,17 @@ plan's step (``plan.…``) and the measured one (``measured.…``) side by side.
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
 import numpy as np
 from pydantic import Field
 
-from e2fgvi import tracking
 from e2fgvi.atomic import write_json, write_text
 from e2fgvi.config import CostParams
 from e2fgvi.cost import budget
 from e2fgvi.cost.forecast import Forecast, StepSample, forecast, forecast_metrics, hours_unit
 from e2fgvi.cost.plan import Difference, Plan, StepShape, differences
-from e2fgvi.cost.publish import cost_tags, mlflow_metrics
 from e2fgvi.cost.report import forecast_lines
 from e2fgvi.cost.summary import Measured, device_kind
 from e2fgvi.measure.record import FrozenModel, RankRecord, Scalar
@@ -317,56 +314,3 @@ def log_summary(report: ProfileReport) -> None:
         fc.currency,
         "derived: " + "; ".join(fc.derivation) if fc.derivation else "measured as planned",
     )
-
-
-def side_by_side_params(report: ProfileReport) -> dict[str, Scalar]:
-    """MLflow params: ``plan.<field>`` beside ``measured.<field>``, and the fleet."""
-    measured = report.measurements[0].step
-    params: dict[str, Scalar] = {}
-    for field, value in report.plan.step.model_dump().items():
-        params[f"plan.{field}"] = value
-        params[f"measured.{field}"] = getattr(measured, field)
-    schedule = report.plan.schedule
-    return params | {
-        "plan.source": report.plan.source,
-        "plan.devices": schedule.devices,
-        "plan.global_batch": schedule.global_batch,
-        "plan.iterations": schedule.iterations,
-        "measured.devices": 1,
-        "measured.device": report.device_name,
-        "measured.precisions": ", ".join(m.step.precision for m in report.measurements),
-    }
-
-
-def track(report: ProfileReport, experiment: str, mlruns: Path, artifacts: list[Path]) -> None:
-    """The profile as its own MLflow run (tag ``cost.kind=profile``)."""
-    logger = tracking.RunLogger(
-        uri=tracking.tracking_uri(mlruns),
-        experiment=experiment,
-        run_name=f"profile-{Path(report.plan.source).stem}-{report.device_name}",
-        artifact_root=mlruns,
-    )
-    logger.log_params(side_by_side_params(report))
-    logger.log_metrics(mlflow_metrics(profile_metrics(report)), step=0)
-    primary = report.measurements[0]
-    fc = report.forecast
-    logger.set_tags(
-        cost_tags(
-            "profile",
-            report.device_kind,
-            [report.device_name],
-            primary.step.precision,
-            fc.currency if fc else "",
-        )
-        | {
-            "cost.plan": report.plan.source,
-            "cost.hours_unit": report.hours_unit,
-            "cost.derivation": "; ".join(fc.derivation) if fc and fc.derivation else "none",
-        }
-    )
-    for path in artifacts:
-        logger.log_artifact(path, "cost")
-    if not artifacts:
-        logger.log_text(json.dumps(report.model_dump(mode="json"), indent=2), "cost/report.json")
-    logger.end()
-    logger.close()

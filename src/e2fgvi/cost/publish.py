@@ -9,10 +9,11 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from e2fgvi.config import TrainParams
-from e2fgvi.cost.summary import CostReport, report_metrics
+from e2fgvi.config import CostParams, TrainParams
+from e2fgvi.cost.forecast import price_per_device_hour
+from e2fgvi.cost.summary import CostReport
 from e2fgvi.errors import UserError, first_problem
-from e2fgvi.tracking import RunLogger
+from e2fgvi.tracking import RunLogger, cost_sentence, names
 
 log = logging.getLogger(__name__)
 
@@ -52,11 +53,6 @@ def switches(train: TrainParams) -> dict[str, Any]:
     }
 
 
-def mlflow_metrics(flat: dict[str, float | int | None]) -> dict[str, float | None]:
-    """Flat report numbers as ``cost/…`` MLflow metrics (None: not measured, not logged)."""
-    return {f"cost/{key}": value for key, value in flat.items()}
-
-
 def cost_tags(
     kind: str, device_kind: str, device_names: list[str], precision: str, currency: str
 ) -> dict[str, str]:
@@ -70,11 +66,23 @@ def cost_tags(
     }
 
 
-def log_report(logger: RunLogger, report: CostReport, artifacts: list[Path], kind: str) -> None:
-    """Metrics ``cost/…``, tags naming device kind, device and precision, and the report files."""
+def log_report(
+    logger: RunLogger, report: CostReport, artifacts: list[Path], kind: str, cfg: CostParams
+) -> None:
+    """The measured figures (``measured/…``), device and price params, tags, the report files
+    and the run note's cost sentence; the forecast of the run's own schedule stays in the
+    report (a run does not forecast itself in MLflow)."""
     measured = report.measured
-    metrics = mlflow_metrics(report_metrics(report))
+    figures = measured.model_dump()
+    price = price_per_device_hour(cfg, measured.device_kind)
+    metrics = names.measured_metrics(figures, measured.currency, price)
     logger.log_metrics(metrics, step=0)
+    logger.log_params(
+        names.device_params(
+            measured.device_kind, ", ".join(measured.device_names), measured.devices
+        )
+        | names.price_params(measured.currency, price, cfg.price_per_kwh)
+    )
     logger.set_tags(
         cost_tags(
             kind, measured.device_kind, measured.device_names, measured.precision, measured.currency
@@ -82,6 +90,8 @@ def log_report(logger: RunLogger, report: CostReport, artifacts: list[Path], kin
     )
     for path in artifacts:
         logger.log_artifact(path, "cost")
+    logger.set_note("cost", cost_sentence(figures, measured.currency, measured.hours_unit))
+    logger.share_cost_view(measured.currency)
     sent = {k: v for k, v in metrics.items() if v is not None}
     log.info(
         "logged %d cost metrics and %d artifacts to run %s",

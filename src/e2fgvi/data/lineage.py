@@ -20,7 +20,8 @@ from e2fgvi.config import DataParams
 
 log = logging.getLogger(__name__)
 
-NAME = "youtube-vos-prepared"
+# The dataset's name says what the frames are: the embedded sample videos, or YouTube-VOS.
+NAMES = {"sample": "e2fgvi-sample", "real": "youtube-vos"}
 FRAMES, INDEXES = "JPEGImages", ("train.json", "test.json")
 
 
@@ -33,6 +34,18 @@ def _prepare_outs(lock: Path) -> dict[Path, dict[str, Any]]:
         return {}
     outs = (raw.get("stages") or {}).get("prepare", {}).get("outs") or []
     return {(lock.parent / out["path"]).resolve(): out for out in outs if "path" in out}
+
+
+def dataset_name(data: DataParams, split: str = "train") -> str:
+    """``e2fgvi-sample-train`` for the embedded sample, ``youtube-vos-train`` for real archives."""
+    return f"{NAMES['sample' if data.source == 'sample' else 'real']}-{split}"
+
+
+def data_label(data: DataParams, split: str = "train") -> str:
+    """The data in words, for a run's description."""
+    if data.source == "sample":
+        return f"the embedded sample videos ({dataset_name(data, split)})"
+    return f"YouTube-VOS, {split} split ({dataset_name(data, split)})"
 
 
 def _source(data: DataParams) -> tuple[str, str]:
@@ -60,7 +73,7 @@ def prepared_dataset(lock: Path, root: Path, data: DataParams) -> dict[str, str]
     }
     source_type, source = _source(data)
     return {
-        "name": NAME,
+        "name": dataset_name(data),
         "digest": frames["md5"],
         "source_type": source_type,
         "source": source,

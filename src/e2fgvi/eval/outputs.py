@@ -23,7 +23,7 @@ from e2fgvi.eval.evaluate import EvalReport
 from e2fgvi.eval.strip import write_png
 from e2fgvi.eval.testset import load_frames, load_masks, read_index
 from e2fgvi.metricsfile import flat_numbers
-from e2fgvi.tracking import attach, stage_uri
+from e2fgvi.tracking import attach, scored_sentence, stage_uri
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +64,7 @@ def log_to_mlflow(
     files: dict[str, Path],
     tags: dict[str, str],
     model: dict[str, Any] | None = None,
+    size: str = "",
 ) -> bool:
     """Attach to the train stage's run (``tracking.read_run_reference``) and log eval/* to it.
 
@@ -76,6 +77,8 @@ def log_to_mlflow(
     summary = report.summary()
     logger.log_metrics({f"eval/{k}": summary[k] for k in _LOGGED}, step=0)
     logger.set_tags({"eval/vfid_note": summary["vfid_note"] or "none", **tags})
+    scores = {k: summary[k] for k in ("psnr", "ssim", "vfid")}
+    logger.set_note("scored", scored_sentence(scores, summary["videos"], size or "?"))
     for path in files.values():
         if path.exists():
             logger.log_artifact(path, "eval")
@@ -111,7 +114,7 @@ def model_record(
         labels: variant and size, for the version's description and tags.
     """
     summary = report.summary()
-    scores = {f"eval/{k}": str(summary[k]) for k in _LOGGED}
+    scores = {f"eval/{k}": f"{summary[k]:.4g}" for k in _LOGGED if summary[k] is not None}
     shown = {"psnr": "{:.2f} dB", "ssim": "{:.4f}", "vfid": "{:.4f}"}
     described = ", ".join(
         f"{k.upper()} " + (form.format(summary[k]) if summary[k] is not None else "not computed")

@@ -56,7 +56,7 @@ def run(args: argparse.Namespace) -> None:
     log.info("cost report written to %s", args.out)
 
     logger = tracking.attach(tracking.stage_uri(args.mlruns, recorded_uri), run_id, spool)
-    log_report(logger, report, [*paths, args.record], kind="train")
+    log_report(logger, report, [*paths, args.record], kind="train", cfg=params.cost)
     logger.close()
 
 

@@ -73,7 +73,7 @@ def run(args: argparse.Namespace) -> None:
         weights = {"generator": args.checkpoint, "example": example}
         registered = params.tracking.registered_model
         model = model_record(load_inpainter, weights, cfg, registered, report, labels)
-        log_to_mlflow(run_info, args.mlruns, report, files, tags, model)
+        log_to_mlflow(run_info, args.mlruns, report, files, tags, model, labels["size"])
 
 
 if __name__ == "__main__":

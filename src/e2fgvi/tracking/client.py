@@ -10,6 +10,8 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from e2fgvi.tracking.names import NOTE_TAG
+from e2fgvi.tracking.note import experiment_note
 from e2fgvi.tracking.uri import is_remote, store_dir
 
 if TYPE_CHECKING:
@@ -43,12 +45,17 @@ def client(uri: str) -> MlflowClient:
 
 
 def ensure_experiment(mlflow: MlflowClient, name: str, artifact_root: Path | None, uri: str) -> str:
-    """The id of experiment ``name``, created when missing."""
+    """The id of experiment ``name``, created when missing; it gets a description if it has none."""
     experiment = mlflow.get_experiment_by_name(name)
     if experiment is not None:
+        if NOTE_TAG not in experiment.tags:
+            note = experiment_note(experiment.experiment_id)
+            mlflow.set_experiment_tag(experiment.experiment_id, NOTE_TAG, note)
         return experiment.experiment_id
     # A local artifact folder only makes sense beside a local store; a tracking server keeps
     # (or proxies) the artifacts of the experiments it creates.
     local = not is_remote(uri) and artifact_root is not None
     location = (store_dir(artifact_root) / name).as_uri() if local else None
-    return mlflow.create_experiment(name, artifact_location=location)
+    created = mlflow.create_experiment(name, artifact_location=location)
+    mlflow.set_experiment_tag(created, NOTE_TAG, experiment_note(created))
+    return created

@@ -74,6 +74,8 @@ class RunLogger:
         artifact_root: local folder for a new experiment's artifacts (SQLite/file stores).
         spool: file that receives records still unsent at ``close``.
         run_key: the run's client-side key; default the spool's name, else a new one.
+        start_time_ms: when a new run started (default: when it is created), e.g. a profile's
+            start, so the UI's duration covers the work and not only its logging.
     """
 
     uri: str
@@ -84,6 +86,7 @@ class RunLogger:
     spool: Path | None = None
     retry_interval_s: float = 30.0
     run_key: str | None = None
+    start_time_ms: int | None = None
     _pending: list[dict[str, Any]] = field(default_factory=list, init=False, repr=False)
     _last_failure: float = field(default=-1e18, init=False, repr=False)
     _warned: bool = field(default=False, init=False, repr=False)
@@ -152,6 +155,14 @@ class RunLogger:
                 "stashed": True,
             }
         )
+
+    def set_note(self, part: str, text: str) -> None:
+        """One sentence (``ran``, ``scored``, ``cost``) of the run's description in the UI."""
+        self._queue({"op": "note", "part": part, "text": text})
+
+    def share_cost_view(self, currency: str) -> None:
+        """The run's experiment gets a shared runs-table view with the cost columns."""
+        self._queue({"op": "view", "currency": currency})
 
     def set_running(self) -> None:
         """Mark the run running again (a new session of a run that had ended)."""
@@ -483,7 +494,9 @@ class RunLogger:
             self.run_id = _find_run(mlflow, exp_id, self.run_key)
             if self.run_id is None:
                 tags = {RUN_KEY_TAG: self.run_key}
-                run = mlflow.create_run(exp_id, run_name=self.run_name or None, tags=tags)
+                run = mlflow.create_run(
+                    exp_id, self.start_time_ms, tags=tags, run_name=self.run_name or None
+                )
                 self.run_id = run.info.run_id
             log.info(
                 "MLflow run %s in experiment '%s' (%s)", self.run_id, self.experiment, self.uri

@@ -77,24 +77,30 @@ def _package_copy(folder: Path) -> Path:
 
 
 @contextmanager
-def _fluent_tracking_uri(uri: str) -> Iterator[None]:
-    """MLflow's process-wide tracking URI set to ``uri`` for the fluent API (``Model.log``).
+def _fluent_target(uri: str, experiment_id: str) -> Iterator[None]:
+    """MLflow's process-wide tracking URI and experiment set for the fluent API (``Model.log``).
 
-    MLflow writes that URI into ``os.environ`` and, on leaving, writes back whatever it held
-    before; the caller's ``MLFLOW_TRACKING_URI`` is restored exactly, or a later call in the
-    same process (a test, a notebook) would silently log to this server.
+    ``Model.log`` files its logged model under the fluent API's experiment, which is "Default"
+    unless ``MLFLOW_EXPERIMENT_ID`` names one, not under its run's experiment; so the run's
+    experiment is named here, or the run page would list no logged model. MLflow writes the URI
+    into ``os.environ`` and, on leaving, writes back whatever it held before; both variables are
+    restored exactly, or a later call in the same process (a test, a notebook) would silently log
+    to this server and experiment.
     """
     from mlflow.tracking._tracking_service.utils import _use_tracking_uri
 
-    saved = os.environ.get("MLFLOW_TRACKING_URI")
+    names = ("MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_ID")
+    saved = {name: os.environ.get(name) for name in names}
+    os.environ["MLFLOW_EXPERIMENT_ID"] = experiment_id
     try:
         with _use_tracking_uri(uri):
             yield
     finally:
-        if saved is None:
-            os.environ.pop("MLFLOW_TRACKING_URI", None)
-        else:
-            os.environ["MLFLOW_TRACKING_URI"] = saved
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def log_and_register(client: MlflowClient, run_id: str, record: dict[str, Any]) -> None:
@@ -102,7 +108,8 @@ def log_and_register(client: MlflowClient, run_id: str, record: dict[str, Any]) 
     with np.load(record["files"]["example"]) as example:
         clip = {"frames": example["frames"], "masks": example["masks"]}
     name = record["registered_model"] or None
-    with tempfile.TemporaryDirectory() as tmp, _fluent_tracking_uri(client.tracking_uri):
+    experiment_id = client.get_run(run_id).info.experiment_id
+    with tempfile.TemporaryDirectory() as tmp, _fluent_target(client.tracking_uri, experiment_id):
         info = Model.log(
             artifact_path=None,
             name=MODEL_NAME,

@@ -3,8 +3,10 @@
 A record is a JSON-able dict with an ``op``: ``tags``, ``params``, ``metrics`` (with ``step``
 and ``ts``), ``artifact`` (a snapshot ``path`` and target ``dir``), ``end`` (``status``),
 ``running`` (a resumed run is running again), ``image`` (a snapshot PNG ``path``, ``key``,
-``step``, ``ts``), ``dataset`` (a run input: ``dataset`` fields and ``context``) or ``model``
-(see ``e2fgvi.tracking.models``).
+``step``, ``ts``), ``dataset`` (a run input: ``dataset`` fields and ``context``), ``note`` (one
+sentence ``part`` of the run's description: ``text``), ``view`` (the experiment's runs table
+with the cost columns in ``currency``) or ``model`` (see
+``e2fgvi.tracking.models``).
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from e2fgvi.tracking.note import describe_versions, send_note, send_view
 
 if TYPE_CHECKING:
     from mlflow.tracking import MlflowClient
@@ -85,10 +89,15 @@ def send(mlflow: MlflowClient, run_id: str, records: list[dict[str, Any]]) -> No
         _send_image(mlflow, run_id, record)
     elif op == "dataset":
         _send_dataset(mlflow, run_id, record)
+    elif op == "view":
+        send_view(mlflow, run_id, record["currency"])
+    elif op == "note":
+        send_note(mlflow, run_id, record["part"], record["text"])
     elif op == "model":
         from e2fgvi.tracking.models import log_and_register
 
         log_and_register(mlflow, run_id, record)
+        describe_versions(mlflow, run_id)
         for kept in record["files"].values():
             shutil.rmtree(Path(kept).parent, ignore_errors=True)
 

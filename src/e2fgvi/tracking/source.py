@@ -24,10 +24,12 @@ def _git(*args: str) -> str:
     return done.stdout.strip() if done.returncode == 0 else ""
 
 
-def run_name(configured: str, env: Mapping[str, str] = os.environ) -> str:
-    """``tracking.run_name`` if set, else the DVC experiment's name, else ``<branch>-<sha7>``.
+def run_name(configured: str, env: Mapping[str, str] = os.environ, label: str = "") -> str:
+    """``tracking.run_name`` if set, else the DVC experiment's name, else ``<label>-<sha7>``.
 
-    Outside git (and outside an experiment) this is '' and MLflow picks a random name.
+    ``label`` says what ran (``names.run_label``: ``e2fgvi-hq-432x240-8gpu-fp32``); without one
+    the branch stands in. Outside git (and outside an experiment) the name is the label, or ''
+    (MLflow then picks a random name).
     """
     if configured:
         return configured
@@ -36,7 +38,9 @@ def run_name(configured: str, env: Mapping[str, str] = os.environ) -> str:
     sha = _git("rev-parse", "--short=7", "HEAD")
     branch = _git("rev-parse", "--abbrev-ref", "HEAD")
     if not sha:
-        return ""
+        return label
+    if label:
+        return f"{label}-{sha}"
     return f"{branch}-{sha}" if branch and branch != "HEAD" else sha
 
 

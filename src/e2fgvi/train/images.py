@@ -1,4 +1,4 @@
-"""Sample strips for MLflow: masked input, composite and ground truth of one training clip."""
+"""Sample strips for MLflow: masked input, output and ground truth of a training clip, labelled."""
 
 from __future__ import annotations
 
@@ -17,11 +17,33 @@ def _to_uint8(frames: Tensor) -> np.ndarray:
     return images.permute(0, 2, 3, 1).cpu().numpy()
 
 
+ROW_LABELS = ("masked input", "output", "ground truth")
+_FONT = cv2.FONT_HERSHEY_SIMPLEX
+
+
+def _label_bands(height: int) -> list[np.ndarray]:
+    """One dark band per row with its label burnt in (white text, readable at the row height)."""
+    scale = min(1.0, max(0.35, height / 160))
+    sizes = [cv2.getTextSize(text, _FONT, scale, 1)[0] for text in ROW_LABELS]
+    width = max(w for w, _ in sizes) + 12
+    bands = []
+    for text, (_, text_h) in zip(ROW_LABELS, sizes, strict=True):
+        band = np.full((height, width, 3), 24, np.uint8)
+        baseline = (height + text_h) // 2
+        cv2.putText(band, text, (6, baseline), _FONT, scale, (255, 255, 255), 1, cv2.LINE_AA)
+        bands.append(band)
+    return bands
+
+
 def sample_strip(frames: Tensor, masks: Tensor, comp: Tensor) -> np.ndarray:
-    """Rows: masked input (holes grey), composite, ground truth; one column per frame."""
+    """Labelled rows: masked input (holes grey), output, ground truth; one column per frame."""
     masked = frames * (1 - masks)
-    rows = [_to_uint8(x) for x in (masked, comp, frames)]
-    return np.concatenate([np.concatenate(list(row), axis=1) for row in rows], axis=0)
+    rows = [np.concatenate(list(_to_uint8(x)), axis=1) for x in (masked, comp, frames)]
+    bands = _label_bands(rows[0].shape[0])
+    return np.concatenate(
+        [np.concatenate([band, row], axis=1) for band, row in zip(bands, rows, strict=True)],
+        axis=0,
+    )
 
 
 def write_strip(path: Path, frames: Tensor, masks: Tensor, comp: Tensor) -> Path:

@@ -15,6 +15,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from e2fgvi import tracking
 from e2fgvi.config import Params
 from e2fgvi.data.dataset import StepSampler, TrainClips
 from e2fgvi.measure.flops import measure_step_flops
@@ -98,10 +99,8 @@ def _loop(ctx: TrainContext, paths: TrainPaths) -> dict[str, Any] | None:
         bar.update(1)
         if step % cfg.log_every == 0 or step == cfg.iterations:
             _log_step(ctx, step, averager.pop(), timing, bar)
-        if world.is_main and step % cfg.image_every == 0:
-            strip = ctx.session.folder / "samples" / f"step_{step:07d}.png"
-            write_strip(strip, clips.frames, clips.masks, result.comp)
-            ctx.session.run.log_image(strip, key="samples", step=step)
+        if world.is_main:
+            _log_strips(ctx, step, clips, result)
         if step % cfg.checkpoint_every == 0 or step == cfg.iterations:
             session.checkpoint(ctx, step)
     bar.close()
@@ -111,6 +110,21 @@ def _loop(ctx: TrainContext, paths: TrainPaths) -> dict[str, Any] | None:
     if not world.is_main:
         return None
     return session.finish(ctx, paths, record)
+
+
+def _log_strips(ctx: TrainContext, step: int, clips: Clips, result: StepResult) -> None:
+    """The sample strip every ``image_every`` steps (the UI's image grid), and at step 0.
+
+    A fresh run's first output comes from the initial weights, so it is iteration 0's strip:
+    MLflow's image card opens at step 0, and finds an image there.
+    """
+    shown = [0] if step == 1 else []
+    if step % ctx.params.train.image_every == 0:
+        shown.append(step)
+    for at in shown:
+        strip = ctx.session.folder / "samples" / f"step_{at:07d}.png"
+        write_strip(strip, clips.frames, clips.masks, result.comp)
+        ctx.session.run.log_image(strip, key=tracking.names.IMAGE_KEY, step=at)
 
 
 def _to_device(batch: list[Tensor], ctx: TrainContext) -> Clips:
@@ -141,12 +155,16 @@ def _log_step(
     state, nets = ctx.session, ctx.nets
     if state.run is None:
         return
-    means["lr/generator"] = nets.gen_optimizer.param_groups[0]["lr"]
-    if nets.dis_optimizer is not None:
-        means["lr/discriminator"] = nets.dis_optimizer.param_groups[0]["lr"]
-    means["perf/clips_per_s"] = ctx.params.train.batch_size / max(timing.total_s, 1e-9)
+    cfg = ctx.params.train
+    # A learning rate the schedule never changes within the run is a constant of the run (param
+    # ``train.lr``); charted per step it is only a flat line (the sample's 1e-4 read as 0).
+    if any(m <= cfg.iterations for m in cfg.milestones):
+        means["lr/generator"] = nets.gen_optimizer.param_groups[0]["lr"]
+        if nets.dis_optimizer is not None:
+            means["lr/discriminator"] = nets.dis_optimizer.param_groups[0]["lr"]
+    means["perf/clips_per_s"] = cfg.batch_size / max(timing.total_s, 1e-9)
     means["guard/skipped_updates"] = float(state.meta.get("skipped_updates", 0))
     means |= ctx.meter.metrics_for_step(timing)
-    state.run.log_metrics(means, step=step)
+    state.run.log_metrics(tracking.names.step_metrics(means), step=step)
     state.history.append(step, means)
     bar.set_postfix(loss=f"{means['loss/generator']:.3f}", refresh=False)

@@ -170,7 +170,8 @@ def open_session(
         "params_hash": params_hash(params),
         "train.iterations.current": params.train.iterations,
     }
-    run = open_run(params, paths.mlruns, spool_path(paths.spool_dir, run_key), run_id, tags)
+    spool = spool_path(paths.spool_dir, run_key)
+    run = open_run(params, paths.mlruns, spool, run_id, tags, world.device.type)
     if earlier:  # an earlier session of this configuration ended the run
         run.set_running()
     if start:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -16,8 +17,8 @@ from torch import Tensor
 
 from e2fgvi import tracking
 from e2fgvi.atomic import write_text
-from e2fgvi.config import DataParams, Params, flatten
-from e2fgvi.data.lineage import prepared_dataset
+from e2fgvi.config import DataParams, Params, flatten, precision_of
+from e2fgvi.data.lineage import data_label, prepared_dataset
 from e2fgvi.train.distributed import World, broadcast_object, node_rank
 
 log = logging.getLogger(__name__)
@@ -80,26 +81,71 @@ class History:
         return {k: float(v) for k, v in self.rows[-1].items() if v != ""} if self.rows else {}
 
 
+def _what_ran(params: Params, device_kind: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(step shape, schedule) of the run: the same ``config.*`` a profile run logs."""
+    train = params.train
+    devices = train.nproc_per_node * train.nnodes
+    shape = {
+        "variant": params.model.variant, "width": train.width, "height": train.height,
+        "local_frames": train.num_local_frames, "ref_frames": train.num_ref_frames,
+        "clips_per_device": max(train.batch_size // devices, 1),
+        "precision": precision_of(train.amp, train.tf32),
+    }  # fmt: skip
+    schedule = {"devices": devices, "global_batch": train.batch_size,
+                "iterations": train.iterations, "device_kind": device_kind}  # fmt: skip
+    return shape, schedule
+
+
+def _ran_sentence(params: Params, shape: dict[str, Any], schedule: dict[str, Any]) -> str:
+    kind = schedule["device_kind"]
+    return tracking.ran_sentence(
+        {
+            "variant": tracking.names.PAPER_NAMES.get(shape["variant"], shape["variant"]),
+            "iterations": schedule["iterations"],
+            "size": f"{shape['width']}x{shape['height']}",
+            "devices": schedule["devices"],
+            "device": "GPU" if kind == "cuda" else kind.upper(),
+            "precision": shape["precision"],
+            "global_batch": schedule["global_batch"],
+            "data": data_label(params.data),
+        }
+    )
+
+
 def open_run(
-    params: Params, mlruns: Path, spool: Path, run_id: str | None, tags: dict[str, Any]
+    params: Params,
+    mlruns: Path,
+    spool: Path,
+    run_id: str | None,
+    tags: dict[str, Any],
+    device_kind: str = "cpu",
 ) -> tracking.RunLogger:
     """The experiment's MLflow run: created on a fresh start, re-attached on resume.
 
-    Records an earlier session spooled while the server was down are sent first.
+    Records an earlier session spooled while the server was down are sent first. A new run is
+    named for what ran (unless named in params or by DVC), opens with a sentence saying so, and
+    gets the params a comparison needs (``names.visible_params``; all of them are one artifact,
+    ``config/params.json``).
     """
+    shape, schedule = _what_ran(params, device_kind)
+    label = tracking.names.run_label(shape, schedule["devices"], device_kind)
     logger = tracking.attach(
         tracking.tracking_uri(mlruns),
         run_id,
         spool,
         experiment=params.tracking.experiment,
-        run_name=tracking.run_name(params.tracking.run_name),
+        run_name=tracking.run_name(params.tracking.run_name, label=label),
         artifact_root=mlruns,
         retry_interval_s=params.tracking.retry_interval_s,
     )
     if logger.run_id is None:
         # A resumed run keeps the source it started from.
         logger.set_tags(tracking.source_tags(TRAIN_SOURCE))
-        logger.log_params(flatten(params))
+        visible = tracking.names.visible_params(flatten(params))
+        logger.log_params(visible | tracking.names.config_params(shape, schedule))
+        dump = json.dumps(params.model_dump(mode="json"), indent=2)
+        logger.log_text(dump, tracking.names.PARAMS_ARTIFACT)
+        logger.set_note("ran", _ran_sentence(params, shape, schedule))
     logger.set_tags(tags)
     return logger
 
