@@ -22,6 +22,7 @@ from e2fgvi.cost.plan import Difference, Plan, StepShape, differences
 from e2fgvi.cost.publish import cost_tags, mlflow_metrics
 from e2fgvi.cost.report import forecast_lines
 from e2fgvi.cost.summary import Measured, device_kind
+from e2fgvi.cost.switches import SwitchReport, markdown_lines
 from e2fgvi.measure.record import FrozenModel, RankRecord, Scalar
 
 log = logging.getLogger(__name__)
@@ -72,6 +73,7 @@ class ProfileReport(FrozenModel):
     budget: list[budget.BudgetRow]
     conditions: dict[str, Scalar]
     notes: list[str]
+    switches: SwitchReport | None = None  # cost.switches, timed on this device
 
 
 def _budget_input(m: Measurement) -> budget.Measured:
@@ -240,6 +242,12 @@ def _windows(report: ProfileReport) -> list[str]:
     return lines
 
 
+def _switch_section(report: ProfileReport) -> list[str]:
+    if report.switches is None:
+        return []
+    return ["## Speed switches on this device", "", *markdown_lines(report.switches), ""]
+
+
 def markdown(report: ProfileReport) -> str:
     """The report for people: plan beside measured, forecast, budget table, windows, notes."""
     fc = report.forecast
@@ -260,6 +268,7 @@ def markdown(report: ProfileReport) -> str:
         "",
         *budget.budget_lines(report.budget, report.hours_unit, fc.currency if fc else ""),
         "",
+        *_switch_section(report),
         "## Measured windows",
         "",
         *_windows(report),
