@@ -207,7 +207,7 @@ class SwitchParams(_Section):
 
     Each candidate (name -> ``train.*`` settings) is measured only where it applies: bf16
     autocast needs native bf16 (a CPU with avx512_bf16/amx_bf16, or a bf16 GPU), fp16 and tf32
-    need CUDA. ``width``/``height`` 0 measure at the plan's size; smaller sizes keep it short.
+    need CUDA. ``frames`` makes the timed step smaller than the plan's, to keep it short.
     """
 
     candidates: dict[str, dict[str, str | bool]] = Field(
@@ -224,9 +224,10 @@ class SwitchParams(_Section):
     # smaller gain is within this machine's noise.
     min_speedup: float = Field(default=1.1, ge=1)
     warmup: int = Field(default=1, ge=0)
-    steps: int = Field(default=2, ge=1)
-    width: int = Field(default=0, ge=0)
-    height: int = Field(default=0, ge=0)
+    steps: int = Field(default=3, ge=1)
+    # [local, reference] frames of the timed step, fewer than the plan's to keep it short;
+    # [] = the plan's frames.
+    frames: list[Annotated[int, Field(ge=0)]] = Field(default_factory=list, max_length=2)
 
 
 class CostParams(_Section):

@@ -3,7 +3,7 @@
 ``e2fgvi profile`` (and the ``profile`` stage) calls ``measure_switches``: the plan's step in
 fp32 first, then each candidate of ``cost.switches`` that applies here (``why_not``), each a
 fresh network from the same seed on the same batch, ``warmup`` + ``steps`` real training steps
-at the switch size (``cost.switches.width``/``height``; 0 = the plan's). A switch's time is the
+of the plan's step with ``cost.switches.frames`` frames (fewer than the plan's). A switch's time is the
 median of its timed steps; its loss deviation the largest relative difference of any loss term
 from fp32's over all its steps. ``recommend`` picks the fastest switch within ``loss_rtol``
 that is at least ``min_speedup`` x fp32; where none is, it recommends fp32 (the defaults): a
@@ -81,9 +81,9 @@ def why_not(settings: dict[str, Any], device: torch.device, bf16: Bf16Support) -
 
 
 def switched(plan_params: Params, name: str, settings: dict[str, Any], cfg: SwitchParams) -> Params:
-    """The plan's params with ``settings`` (and the switch size) applied; SPyNet random."""
-    size = {"width": cfg.width, "height": cfg.height}
-    update = {k: v for k, v in size.items() if v} | settings
+    """The plan's params, shrunk to ``cfg.frames``, with ``settings``; SPyNet random."""
+    shrink = dict(zip(("num_local_frames", "num_ref_frames"), cfg.frames, strict=False))
+    update = shrink | settings
     try:
         train = TrainParams.model_validate(plan_params.train.model_dump() | update)
     except ValidationError as exc:
