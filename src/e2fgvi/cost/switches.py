@@ -3,12 +3,12 @@
 ``e2fgvi profile`` (and the ``profile`` stage) calls ``measure_switches``: the plan's step in
 fp32 first, then each candidate of ``cost.switches`` that applies here (``why_not``), each a
 fresh network from the same seed on the same batch, ``warmup`` + ``steps`` real training steps
-of the plan's step with ``cost.switches.frames`` frames (fewer than the plan's). A switch's time is the
-median of its timed steps; its loss deviation the largest relative difference of any loss term
-from fp32's over all its steps. ``recommend`` picks the fastest switch within ``loss_rtol``
-that is at least ``min_speedup`` x fp32; where none is, it recommends fp32 (the defaults): a
-switch slower than fp32 on this device is never recommended. A switch's effect depends on the
-device (docs/speed.md), so the pick holds for this device only.
+of the plan's step with ``cost.switches.frames`` frames (fewer than the plan's, to keep it
+short). A switch's time is the median of its timed steps; its loss deviation the largest
+relative difference of any loss term from fp32's over all its steps. ``recommend`` picks the
+fastest switch within ``loss_rtol`` that is at least ``min_speedup`` x fp32; where none is, it
+recommends fp32 (the defaults): a switch slower than fp32 on this device is never recommended.
+A switch's effect depends on the device (docs/speed.md), so the pick holds for this device only.
 """
 
 from __future__ import annotations
