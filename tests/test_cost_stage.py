@@ -207,6 +207,9 @@ def test_profile_command_profiles_the_plan_not_params_yaml(staged, tmp_path, cap
     assert report["forecast"]["devices"] == 4 and report["forecast"]["clips_per_device"] == 1
     assert report["measurements"][0]["memory"]["max_clips_per_device"] is None
     assert [d["field"] for d in report["differences"]] == ["devices"]
+    switches = {r["name"]: r for r in report["switches"]["results"]}  # cost.switches, timed here
+    assert switches["fp32"]["measured"] and switches["sampled"]["speedup"] > 0
+    assert "## Speed switches on this device" in (out / "profile.md").read_text()
     figures = json.loads((out / "profile.json").read_text())
     (run,) = tracking.search_runs(staged["uri"], ["e2fgvi-sample"])
     assert run.tags["cost.kind"] == "profile"

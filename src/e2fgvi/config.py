@@ -216,6 +216,34 @@ _EXAMPLE_PRICES = {
 }
 
 
+class SwitchParams(_Section):
+    """The speed switches ``e2fgvi profile`` times against fp32 here, and when it recommends one.
+
+    Each candidate (name -> ``train.*`` settings) is measured only where it applies: bf16
+    autocast needs native bf16 (a CPU with avx512_bf16/amx_bf16, or a bf16 GPU), fp16 and tf32
+    need CUDA. ``frames`` makes the timed step smaller than the plan's, to keep it short.
+    """
+
+    candidates: dict[str, dict[str, str | bool]] = Field(
+        default_factory=lambda: {
+            "sampled": {"deform_conv": "sampled"},
+            "bf16": {"amp": "bf16"},
+            "sampled+bf16": {"deform_conv": "sampled", "amp": "bf16"},
+        }
+    )
+    # Largest relative difference of any loss term from fp32's over the measured steps (same
+    # weights, same batch) for a switch to be recommended: bf16's 8-bit mantissa reaches ~1e-2.
+    loss_rtol: float = Field(default=0.05, gt=0)
+    # Recommended only when at least this much faster than fp32: one run per switch, so a
+    # smaller gain is within this machine's noise.
+    min_speedup: float = Field(default=1.1, ge=1)
+    warmup: int = Field(default=1, ge=0)
+    steps: int = Field(default=3, ge=1)
+    # [local, reference] frames of the timed step, fewer than the plan's to keep it short;
+    # [] = the plan's frames.
+    frames: list[Annotated[int, Field(ge=0)]] = Field(default_factory=list, max_length=2)
+
+
 class CostParams(_Section):
     warmup_steps: int = Field(default=10, ge=0)
     nvml_interval_s: float = Field(default=0.5, gt=0)
@@ -230,6 +258,7 @@ class CostParams(_Section):
         default_factory=lambda: dict(_EXAMPLE_PRICES)
     )
     forecast: ForecastParams = ForecastParams()
+    switches: SwitchParams = SwitchParams()
 
 
 class TrackingParams(_Section):

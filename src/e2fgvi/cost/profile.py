@@ -24,12 +24,13 @@ import numpy as np
 import torch
 
 from e2fgvi.config import CostParams, Params, load_params
-from e2fgvi.cost import profile_report, profile_run
+from e2fgvi.cost import profile_report, profile_run, switches
 from e2fgvi.cost.mfu import precision_of
 from e2fgvi.cost.plan import Plan, StepShape, load_plan, measured_params
 from e2fgvi.cost.profile_devices import profile_devices
 from e2fgvi.cost.profile_report import Measurement, MemoryProbe, ProbedSize, ProfileReport
 from e2fgvi.cost.summary import summarise
+from e2fgvi.cpufeatures import slow_bf16
 from e2fgvi.data.dataset import TrainClips
 from e2fgvi.devices import pick_device
 from e2fgvi.errors import UserError
@@ -166,6 +167,9 @@ def precisions(
         why = f"the plan's {plan_amp} cannot run on {device.type}: measured fp32, not scaled"
         primary = [("fp32", why)]
     chosen = dict(primary)
+    for amp in {plan_amp, *extra}:
+        if warning := slow_bf16(amp, device.type):
+            log.warning("%s", warning)
     for amp in extra:
         if not runnable(amp, device):
             log.warning("precision %s cannot run on %s: not measured", amp, device.type)
@@ -215,9 +219,10 @@ def run_profile(
     device: str = "auto",
     extra_precisions: list[str] = (),
     clips: int | None = None,
+    time_switches: bool = True,
 ) -> ProfileReport:
-    """Profile the plan's steps (``load_plan``'s result) on this machine under ``params.cost``;
-    write and log it."""
+    """Profile the plan's steps (``load_plan``'s result) on this machine under ``params.cost``,
+    and its speed switches (``cost.switches``); write and log it."""
     plan_params, plan = planned
     if clips is not None and clips < 1:
         raise UserError("--clips must be positive")
@@ -234,6 +239,13 @@ def run_profile(
     )
     lines, extra = profile_devices(plan_params, plan, params.cost, picked, report.device_name, out)
     report = report.model_copy(update={"other_devices": lines})
+
+    if time_switches and params.cost.switches.candidates:
+        found = switches.measure_switches(
+            plan_params, params.cost.switches, picked, make_training_step
+        )
+        switches.log_report(found)
+        report = report.model_copy(update={"switches": found})
     profile_report.log_summary(report)
     paths = profile_report.write(out, report) + extra if out is not None else []
     if track:
@@ -271,6 +283,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     parser.add_argument("--no-track", action="store_true", help="do not log to MLflow")
+    parser.add_argument(
+        "--no-switches", action="store_true", help="do not time the speed switches (cost.switches)"
+    )
     parser.add_argument(
         "--data",
         type=Path,
@@ -351,6 +366,7 @@ def run(args: argparse.Namespace) -> int:
         device=args.device,
         extra_precisions=args.precision,
         clips=args.clips,
+        time_switches=not args.no_switches,
     )
     if args.data is not None and (args.data / "train.json").is_file():
         fc = report.forecast

@@ -20,6 +20,7 @@ from e2fgvi.cost.forecast import Forecast, StepSample, forecast, forecast_metric
 from e2fgvi.cost.plan import Difference, Plan, StepShape, differences
 from e2fgvi.cost.report import forecast_lines
 from e2fgvi.cost.summary import Measured, device_kind
+from e2fgvi.cost.switches import SwitchReport, markdown_lines
 from e2fgvi.measure.record import FrozenModel, RankRecord, Scalar
 
 log = logging.getLogger(__name__)
@@ -71,6 +72,8 @@ class ProfileReport(FrozenModel):
     conditions: dict[str, Scalar]
     notes: list[str]
     other_devices: list[str] = Field(default_factory=list)  # the plan per kind (profile_devices)
+
+    switches: SwitchReport | None = None  # cost.switches, timed on this device
 
 
 def _budget_input(m: Measurement) -> budget.Measured:
@@ -239,6 +242,12 @@ def _windows(report: ProfileReport) -> list[str]:
     return lines
 
 
+def _switch_section(report: ProfileReport) -> list[str]:
+    if report.switches is None:
+        return []
+    return ["## Speed switches on this device", "", *markdown_lines(report.switches), ""]
+
+
 def markdown(report: ProfileReport) -> str:
     """The report for people: plan beside measured, forecast, budget table, windows, notes."""
     fc = report.forecast
@@ -263,6 +272,7 @@ def markdown(report: ProfileReport) -> str:
         "",
         *(report.other_devices or ["Not computed."]),
         "",
+        *_switch_section(report),
         "## Measured windows",
         "",
         *_windows(report),

@@ -19,8 +19,10 @@ from pathlib import Path
 import yaml
 
 from e2fgvi.config import Params
+from e2fgvi.cpufeatures import cpu_bf16, cpu_model
 from e2fgvi.doctor.checks import (
     Check,
+    check_cpu_bf16,
     check_gpus,
     check_nvml,
     check_params,
@@ -147,6 +149,7 @@ def diagnose(args: argparse.Namespace) -> Report:
     checks.append(params_check)
     facts, nvml = probe_torch(), probe_nvml()
     checks += [check_torch(facts), *check_gpus(facts, params), *check_nvml(nvml, facts)]
+    checks.append(check_cpu_bf16(params, facts, cpu_model(), cpu_bf16()))
     mlruns = _folder(args.mlruns, found.get("mlruns"), root)
     uri = tracking_uri(mlruns) if mlruns else os.environ.get("MLFLOW_TRACKING_URI", "")
     unreachable = server_health(uri) if uri.startswith(("http://", "https://")) else ""

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Literal
 
 from e2fgvi.config import ConfigError, Params, load_params
+from e2fgvi.cpufeatures import Bf16Support
 from e2fgvi.doctor.probes import NvmlFacts, ToolFacts, TorchFacts
 
 Status = Literal["ok", "warn", "fail"]
@@ -128,6 +129,24 @@ def check_gpus(facts: TorchFacts, params: Params | None) -> list[Check]:
             fail("gpu", "train.amp is bf16 but a GPU predates Ampere (8.0)", "set train.amp: fp16")
         )
     return checks
+
+
+def check_cpu_bf16(params: Params | None, facts: TorchFacts, cpu: str, bf16: Bf16Support) -> Check:
+    """bf16 autocast where training or evaluation runs on a CPU without native bf16: warned."""
+    on_cpu = not facts.gpus or (params is not None and params.train.device == "cpu")
+    detail = f"{cpu}: {bf16.detail}"
+    if bf16.native or not on_cpu:
+        return ok("cpu", detail)
+    amps = {"train.amp": params.train.amp, "eval.amp": params.eval.amp} if params else {}
+    slow = [key for key, amp in amps.items() if amp == "bf16"]
+    if slow:
+        return warn(
+            "cpu",
+            f"{detail}; {' and '.join(slow)} bf16 will run emulated, several times slower "
+            "than fp32 (docs/speed.md)",
+            f"set {' and '.join(slow)}: fp32 on this CPU",
+        )
+    return ok("cpu", f"{detail}: keep train.amp fp32 here (it is)")
 
 
 def _major(version: str | None) -> int:

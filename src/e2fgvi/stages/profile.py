@@ -4,8 +4,10 @@ The same as `e2fgvi profile --plan PLAN` (both call e2fgvi.cost.profile.run_prof
 plus a few measured training steps of the plan's model configuration (the plan file is the
 dvc.yaml var `plan`, params.official.yaml: E2FGVI at 432x240, 5+3 frames, batch 8 on 8 devices,
 fp32, 500k iterations), the plan's forecast and budget table beside what was measured and, on a
-GPU, the largest clips per device that fit. The window, prices and peaks come from params.yaml
-(`cost`). Logged as its own MLflow run (tag cost.kind=profile).
+GPU, the largest clips per device that fit; then the speed switches of `cost.switches` that apply
+on this device, timed against fp32 with a recommendation (e2fgvi.cost.switches). The window,
+prices and peaks come from params.yaml (`cost`). Logged as its own MLflow run (tag
+cost.kind=profile).
 """
 
 from __future__ import annotations

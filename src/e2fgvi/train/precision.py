@@ -14,6 +14,7 @@ from typing import Any
 import torch
 
 from e2fgvi.config import TrainParams
+from e2fgvi.cpufeatures import slow_bf16
 from e2fgvi.errors import UserError
 from e2fgvi.model import use_deform_conv
 
@@ -26,6 +27,8 @@ def apply_backend_switches(cfg: TrainParams, device: torch.device) -> None:
     """Process-wide numerics switches (TF32, cudnn autotuning, deterministic algorithms)."""
     if cfg.amp == "fp16" and device.type != "cuda":
         raise UserError("train.amp 'fp16' needs a CUDA device; use 'bf16' or 'fp32' on the CPU")
+    if warning := slow_bf16(cfg.amp, device.type):
+        log.warning("%s", warning)  # runs, but never silently slow
     torch.backends.cuda.matmul.allow_tf32 = cfg.tf32
     torch.backends.cudnn.allow_tf32 = cfg.tf32
     torch.backends.cudnn.benchmark = cfg.cudnn_benchmark and not cfg.deterministic
