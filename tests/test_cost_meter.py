@@ -80,7 +80,7 @@ def test_metrics_for_step_and_conditions():
     record = meter.stop()
     assert metrics["cost/step_s"] == timing.total_s
     assert metrics["cost/data_wait_s"] == timing.data_s
-    assert metrics["cost/clips_per_s"] == pytest.approx(2 / timing.total_s)
+    assert metrics["cost/step_clips_per_s"] == pytest.approx(2 / timing.total_s)
     assert not any(key.startswith("cost/gpu_") for key in metrics)
     assert record.conditions.switches == {"amp": "fp32", "tf32": False}
     assert record.conditions.flat()["amp"] == "fp32"

@@ -195,7 +195,7 @@ def test_meter_record_with_fake_gpu(nvml):
     assert record.conditions.gpu_count == 1 and record.device_name == "cpu"
     # Raw samples go to MLflow's System metrics tab, not among the per-step cost metrics.
     assert metrics.keys() == {"cost/step_s", "cost/data_wait_s", "cost/compute_s",
-                              "cost/clips_per_s"}  # fmt: skip
+                              "cost/step_clips_per_s"}  # fmt: skip
     assert record.gpu.stats["power_w"].max == 100.0
 
 

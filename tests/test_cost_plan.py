@@ -132,7 +132,7 @@ def test_budget_marks_clips_that_do_not_fit_and_device_counts_split_the_batch():
     assert budget.device_counts(8, 8) == [1, 2, 4, 8]
     assert budget.device_counts(16, 32) == [1, 2, 4, 8, 16]
     assert budget.device_counts(3, 6) == [1, 2, 3]
-    measured = budget.Measured(
+    measured = budget.MeasuredSteps(
         precision="bf16",
         sample=StepSample.from_times([0.5, 0.5], 2),
         device_kind="cuda",

@@ -20,7 +20,7 @@ from e2fgvi.measure.record import FrozenModel
 
 
 @dataclass(frozen=True)
-class Measured:
+class MeasuredSteps:
     """One precision's measured steps, as the budget needs them."""
 
     precision: str
@@ -56,7 +56,7 @@ def device_counts(plan_devices: int, global_batch: int) -> list[int]:
 
 
 def budget_table(
-    measured: list[Measured], schedule: Schedule, cfg: CostParams, rng: np.random.Generator
+    measured: list[MeasuredSteps], schedule: Schedule, cfg: CostParams, rng: np.random.Generator
 ) -> list[BudgetRow]:
     """Rows for every device count of ``device_counts`` and every measured precision."""
     rows = []

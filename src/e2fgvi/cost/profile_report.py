@@ -21,7 +21,7 @@ from e2fgvi.cost.forecast import Forecast, StepSample, forecast, forecast_metric
 from e2fgvi.cost.plan import Difference, Plan, StepShape, differences
 from e2fgvi.cost.publish import cost_tags, mlflow_metrics
 from e2fgvi.cost.report import forecast_lines
-from e2fgvi.cost.summary import Measured, device_kind
+from e2fgvi.cost.summary import RunCost, device_kind
 from e2fgvi.measure.record import FrozenModel, RankRecord, Scalar
 
 log = logging.getLogger(__name__)
@@ -52,7 +52,7 @@ class Measurement(FrozenModel):
     """One precision's profiling window: the step that ran, its figures, the meter's record."""
 
     step: StepShape
-    summary: Measured
+    summary: RunCost
     memory: MemoryProbe
     derivation: list[str]
     record: RankRecord
@@ -74,8 +74,8 @@ class ProfileReport(FrozenModel):
     notes: list[str]
 
 
-def _budget_input(m: Measurement) -> budget.Measured:
-    return budget.Measured(
+def _budget_input(m: Measurement) -> budget.MeasuredSteps:
+    return budget.MeasuredSteps(
         precision=m.step.precision,
         sample=StepSample.from_rank(m.record),
         device_kind=m.summary.device_kind,

@@ -99,7 +99,7 @@ def write_plots(out: Path, ranks: list[RankRecord]) -> list[Path]:
     """The cost series as DVC data plots (CSV; dvc.yaml's top-level plots give x and y).
 
     ``step_time.csv``: step, step_s, compute_s, data_s (the slowest rank's measured steps);
-    ``throughput.csv``: step, clips_per_s (all ranks' clips over the slowest rank's step time);
+    ``throughput.csv``: step, step_clips_per_s (all ranks' clips over the slowest rank's step time);
     ``power.csv``: t_s, power_w (rank 0's GPU as NVML sampled it; no rows without a GPU).
     """
     paths = [out / name for name in PLOTS]
@@ -107,7 +107,7 @@ def write_plots(out: Path, ranks: list[RankRecord]) -> list[Path]:
     _csv(paths[0], ["step", "step_s", "compute_s", "data_s"], steps)
     clips = sum(r.clips_per_step for r in ranks)
     rate = [[row[0], clips / row[1] if row[1] else None] for row in steps]
-    _csv(paths[1], ["step", "clips_per_s"], rate)
+    _csv(paths[1], ["step", "step_clips_per_s"], rate)
     gpu = ranks[0].gpu
     power = (
         [list(p) for p in zip(*(gpu.timeline.column(c) for c in ("t_s", "power_w")), strict=True)]

@@ -37,7 +37,7 @@ class Sessions(FrozenModel):
     cpu_time_s: float
 
 
-class Measured(FrozenModel):
+class RunCost(FrozenModel):
     """The measured figures of the report (``cost/…`` metrics; None: not measured here)."""
 
     device_names: list[str]
@@ -81,7 +81,7 @@ class Measured(FrozenModel):
 class CostReport(FrozenModel):
     """The cost stage's report (``cost.json``): measured figures, forecast, conditions, notes."""
 
-    measured: Measured
+    measured: RunCost
     forecast: Forecast | None
     forecast_note: str
     conditions: dict[str, Scalar]
@@ -149,7 +149,7 @@ def _money(device_hours: float, energy_kwh: float | None, price_per_hour: float,
     }
 
 
-def summarise(record: CostRecord, cfg: CostParams, precision: str) -> Measured:
+def summarise(record: CostRecord, cfg: CostParams, precision: str) -> RunCost:
     """Cost figures of a gathered record (all its sessions) under ``cfg``'s prices and peaks."""
     totals = record.totals
     kind = device_kind(record.ranks)
@@ -160,7 +160,7 @@ def summarise(record: CostRecord, cfg: CostParams, precision: str) -> Measured:
     steady_h = step_s * devices(totals) / 3600.0 if step_s else None
     overhead = totals.overhead_fraction
     price = price_per_device_hour(cfg, kind)
-    return Measured(
+    return RunCost(
         device_names=totals.device_names,
         device_kind=kind,
         hours_unit=hours_unit(kind),
@@ -205,7 +205,7 @@ METRIC_KEYS = (
 )  # fmt: skip
 
 
-def summary_metrics(measured: Measured) -> dict[str, float | None]:
+def summary_metrics(measured: RunCost) -> dict[str, float | None]:
     """The measured figures as flat numbers (None: not measured here)."""
     return {key: getattr(measured, key) for key in METRIC_KEYS}
 
