@@ -204,6 +204,7 @@ def test_report_of_a_fake_gpu_run(nvml, tmp_path):
 
     import numpy as np
 
+    from e2fgvi.cost.forecast import Schedule
     from e2fgvi.cost.report import write_report
     from e2fgvi.cost.summary import build_report
 
@@ -216,7 +217,8 @@ def test_report_of_a_fake_gpu_run(nvml, tmp_path):
         nvml.gpus[0].energy_mj += 36_000  # 36 J per step
         meter.end_step(step)
     gathered = meter.gather(meter.stop())
-    report = build_report(gathered, cfg, "fp32", np.random.default_rng(0))
+    schedule = Schedule(iterations=40, devices=1, global_batch=1)  # stopped at 4 of 40
+    report = build_report(gathered, cfg, "fp32", np.random.default_rng(0), schedule)
     measured = report.measured
     assert measured.devices == 1 and measured.energy_gpu_kwh == pytest.approx(144 / 3.6e6)
     assert measured.device_kind == "cuda" and measured.hours_unit == "GPU-hours"

@@ -81,9 +81,10 @@ def test_a_plan_that_differs_from_what_ran_is_labelled_and_its_band_widens(tmp_p
     scaled = _profile(tmp_path / "b", clips=1, batch_size=4, nproc_per_node=1, iterations=100)
     (difference,) = scaled.differences
     assert (difference.field, difference.plan, difference.measured) == ("clips_per_device", 4, 1)
-    assert "counted FLOPs" in difference.handling
+    assert "assumed linear in clips per device" in difference.handling
     fc = scaled.forecast
-    assert fc.derived and "counted FLOPs from 1 to 4 clips" in fc.derivation[0]
+    assert fc.derived
+    assert "measured at 1 clips per device, multiplied by 4 for 4" in fc.derivation[0]
     window = StepSample.from_rank(scaled.measurements[0].record)
     measured_mean = float(np.mean(window.means))
     assert fc.step_s.mean == pytest.approx(4 * measured_mean)
@@ -115,10 +116,10 @@ def test_budget_table_rows_per_device_count_and_precision(tmp_path):
     one, eight = rows[(1, "fp32")], rows[(8, "fp32")]
     assert one.clips_per_device == 8 and eight.clips_per_device == 1
     assert one.basis == eight.basis == "derived"
-    assert "counted FLOPs from 1 to 8 clips" in one.derivation[0]
+    assert "measured at 1 clips per device, multiplied by 8 for 8" in one.derivation[0]
     assert eight.derivation == [
-        "DDP over 8 devices not measured (1 measured): assumed to scale perfectly, "
-        "communication not modelled"
+        "DDP scaling assumed perfect: 8 devices, 1 measured; each device's step as fast as the "
+        "measured one, communication not modelled"
     ]
     # Same clips per device in total: the device-hours agree, the wall time splits 8 ways.
     assert one.device_hours.mean == pytest.approx(eight.device_hours.mean)

@@ -300,7 +300,7 @@ def test_stages_log_over_http_into_postgres_and_cost_compare_reads_it(team, repr
     assert run.run_id == ref["run_id"] and run.status == "FINISHED"
     assert run.params["train.iterations"] == "2"
     for metric in ("loss/generator", "eval/psnr", "eval/ssim", "cost/step_time_median_s",
-                   "cost/forecast_device_hours"):  # fmt: skip
+                   "cost/device_hours"):  # fmt: skip
         assert metric in run.metrics, metric
     evaluated = json.loads((copy / "reports" / "eval" / "metrics.json").read_text())
     assert run.metrics["eval/psnr"] == pytest.approx(evaluated["psnr"])
@@ -315,7 +315,7 @@ def test_stages_log_over_http_into_postgres_and_cost_compare_reads_it(team, repr
     assert status == "FINISHED" and location.startswith("mlflow-artifacts:/")
     metrics = f"SELECT key FROM latest_metrics WHERE run_uuid = '{run.run_id}'"
     rows = team.pg.query(metrics, password)
-    assert {"eval/psnr", "cost/forecast_device_hours", "loss/generator"} <= {k for (k,) in rows}
+    assert {"eval/psnr", "cost/device_hours", "loss/generator"} <= {k for (k,) in rows}
 
     # Artifacts are proxied: stored by the server, fetched back through it with the credentials.
     experiment = tracking.experiment_id(team.url, EXPERIMENT)
@@ -334,7 +334,7 @@ def test_stages_log_over_http_into_postgres_and_cost_compare_reads_it(team, repr
     assert done.returncode == 0, done.stderr
     (row,) = json.loads(done.stdout)
     assert row["run_id"] == run.run_id and row["psnr"] == pytest.approx(evaluated["psnr"])
-    assert row["forecast_device_hours"] == pytest.approx(run.metrics["cost/forecast_device_hours"])
+    assert row["device_hours"] == pytest.approx(run.metrics["cost/device_hours"])
 
 
 def test_a_stage_and_cost_compare_name_wrong_credentials(team, repro):

@@ -3,8 +3,8 @@
 One row per device count and measured precision, each a ``forecast`` of the plan's iterations
 and global batch from that precision's measured steps. A row is ``measured`` only when its step
 is exactly what ran (same clips per device, one device, the precision it is labelled with);
-every other row is ``derived`` and lists how (clips scaled by counted FLOPs, DDP scaling assumed
-perfect), with its band widened accordingly.
+every other row is ``derived`` and lists how (step time assumed linear in clips per device, DDP
+scaling assumed perfect), with its band widened accordingly.
 """
 
 from __future__ import annotations

@@ -254,23 +254,25 @@ def build_report(
     rng: np.random.Generator,
     schedule: Schedule | None = None,
 ) -> CostReport:
-    """Measured figures, the forecast of ``schedule`` from this record's own steps, and notes.
+    """Measured figures, notes, and a forecast only of what did not run.
 
-    ``schedule`` defaults to the measured one at its own length (the record's steps).
+    A run that finished ``schedule`` (or, without one, any run) is reported as measured: its
+    figures are what it cost, not a forecast. A run that stopped before ``schedule.iterations``
+    also gets the forecast of the whole schedule from its own steps.
     """
     ranks = record.ranks
     slowest = max(ranks, key=lambda r: r.step_s.mean or 0.0)
     measured = summarise(record, cfg, precision)
     forecast_result, note = None, ""
-    if slowest.steps.measured == 0:
+    if schedule is None or measured.steps_total >= schedule.iterations:
+        note = (
+            f"the run finished its schedule ({measured.steps_total} iterations): every figure "
+            "is measured, none forecast"
+        )
+    elif slowest.steps.measured == 0:
         note = f"no measured steps (all {slowest.steps.total} steps were warm-up)"
     else:
         sample = StepSample.from_rank(slowest)
-        schedule = schedule or Schedule(
-            iterations=measured.steps_total,
-            devices=measured.devices,
-            global_batch=record.totals.clips_per_step,
-        )
         forecast_result = forecast(
             sample,
             cfg,
