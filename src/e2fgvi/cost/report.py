@@ -14,7 +14,8 @@ from typing import Any
 
 from e2fgvi.atomic import write_json, write_text
 from e2fgvi.cost.forecast import Band, Forecast, kind_label
-from e2fgvi.cost.summary import CostReport, report_metrics
+from e2fgvi.cost.glossary import GROUPS, LABELS, heading
+from e2fgvi.cost.summary import CostReport, RunCost, report_metrics
 from e2fgvi.measure.record import RankRecord
 
 PLOTS = ("step_time.csv", "throughput.csv", "power.csv")
@@ -22,7 +23,7 @@ PLOTS = ("step_time.csv", "throughput.csv", "power.csv")
 
 def _fmt(value: Any, digits: int = 4) -> str:
     if value is None:
-        return "null"
+        return "not measured"
     if isinstance(value, float):
         return f"{value:.{digits}g}"
     if isinstance(value, list):
@@ -32,7 +33,7 @@ def _fmt(value: Any, digits: int = 4) -> str:
 
 def _band(band: Band | None) -> str:
     if band is None:
-        return "null"
+        return "not measured"
     return f"{band.mean:.4g} ({band.low:.4g} – {band.high:.4g})"
 
 
@@ -46,13 +47,13 @@ def forecast_lines(fc: Forecast) -> list[str]:
         f"{fc.measured_devices} device(s) at {_fmt(fc.measured_clips_per_device)} clips per "
         f"device. Band: {fc.band}.",
         "",
-        "| figure | mean (low – high) |",
+        "| Figure | Mean (low – high) |",
         "| --- | --- |",
-        f"| step time (s) | {_band(fc.step_s)} |",
-        f"| wall time (h) | {_band(fc.wall_h)} |",
-        f"| {unit} | {_band(fc.device_hours)} |",
-        f"| energy (kWh) | {_band(fc.energy_kwh)} |",
-        f"| money ({fc.currency}) | {_band(fc.money)} |",
+        f"| Step time (s) | {_band(fc.step_s)} |",
+        f"| Wall time (h) | {_band(fc.wall_h)} |",
+        f"| Device-hours ({unit}) | {_band(fc.device_hours)} |",
+        f"| Energy (kWh) | {_band(fc.energy_kwh)} |",
+        f"| Money ({fc.currency}) | {_band(fc.money)} |",
         "",
     ]
     if fc.derivation:
@@ -62,17 +63,69 @@ def forecast_lines(fc: Forecast) -> list[str]:
     return [*lines, "Assumptions:", *[f"- {a}" for a in fc.assumptions]]
 
 
-def markdown(report: CostReport) -> str:
-    """Human-readable report: measured figures, forecast with band, conditions, notes."""
+def _money_sentence(m: RunCost) -> str:
+    energy = (
+        f"{m.energy_kwh:.3g} kWh of energy measured ({', '.join(m.energy_sources) or 'RAPL'})"
+        if m.energy_kwh is not None
+        else "energy not measured on this machine, so not priced"
+    )
+    return (
+        f"It cost {m.money:.3g} {m.currency}: {m.device_hours:.3g} {m.hours_unit} at the "
+        f"configured price, {energy}."
+    )
+
+
+def summary_lines(report: CostReport) -> list[str]:
+    """The two or three sentences that answer "what did this run cost"."""
+    m = report.measured
+    names = ", ".join(m.device_names)
+    lines = [
+        f"This run trained {m.steps_total} iterations on {m.devices} {kind_label(m.device_kind)} "
+        f"device(s) ({names}, {m.precision}) in {m.wall_h * 60:.3g} min of wall time"
+        + (f" over {m.sessions} sessions." if m.sessions > 1 else "."),
+        _money_sentence(m),
+    ]
+    if m.clips_per_s is not None and m.step_time_median_s is not None:
+        lines.append(
+            f"It trained {m.clips_per_s:.3g} clips/s over its {m.steps_measured} measured steps "
+            f"(median step {m.step_time_median_s:.3g} s)."
+        )
     fc = report.forecast
-    lines = ["# Training cost", "", "## Measured", "", "| figure | value |", "| --- | --- |"]
-    lines += [f"| {key} | {_fmt(value)} |" for key, value in report.measured.model_dump().items()]
-    lines += ["", "## Forecast of the run's schedule", ""]
-    if fc is None:
-        lines.append(f"Not available: {report.forecast_note}")
+    if fc is not None:
+        lines.append(
+            f"It stopped before its schedule: all {fc.iterations} iterations would take "
+            f"{fc.wall_h.mean:.3g} h ({fc.wall_h.low:.3g}–{fc.wall_h.high:.3g}) and cost "
+            f"{fc.money.mean:.3g} {fc.currency} (forecast, below)."
+        )
+    return [" ".join(lines), ""]
+
+
+def figure_tables(m: RunCost) -> list[str]:
+    """The measured figures, grouped, one row per figure with its unit in the heading."""
+    values = m.model_dump()
+    lines = []
+    for group in GROUPS:
+        lines += [f"### {group}", "", "| Figure (unit) | Value |", "| --- | --- |"]
+        for key, label in LABELS.items():
+            if label.group == group:
+                lines.append(
+                    f"| {heading(label, m.hours_unit, m.currency)} | {_fmt(values[key])} |"
+                )
+        lines.append("")
+    return lines
+
+
+def markdown(report: CostReport) -> str:
+    """The report for people: the answer, grouped figures, forecast, conditions, notes."""
+    fc = report.forecast
+    lines = ["# What this training run cost", "", *summary_lines(report)]
+    lines += ["## Measured", "", *figure_tables(report.measured)]
+    lines += ["Definitions of every figure: docs/cost.md, section Glossary.", ""]
+    if fc is not None:
+        lines += ["## Forecast of the rest of the schedule", "", *forecast_lines(fc), ""]
     else:
-        lines += forecast_lines(fc)
-    lines += ["", "## Conditions", "", "| condition | value |", "| --- | --- |"]
+        lines += [f"No forecast: {report.forecast_note}.", ""]
+    lines += ["## Conditions", "", "| Condition | Value |", "| --- | --- |"]
     lines += [f"| {key} | {_fmt(value)} |" for key, value in report.conditions.items()]
     lines += ["", "## Notes", "", *[f"- {note}" for note in report.notes], ""]
     return "\n".join(lines)
