@@ -231,7 +231,7 @@ def test_report_of_a_fake_gpu_run(nvml, tmp_path):
     write_report(tmp_path, report, gathered.ranks)
     rows = list(csv.DictReader((tmp_path / "power.csv").open()))
     assert len(rows) > 2 and all(float(r["power_w"]) > 0 for r in rows)  # the data plot's rows
-    assert "| GPU-hours |" in (tmp_path / "cost.md").read_text()
+    assert "(GPU-hours) |" in (tmp_path / "cost.md").read_text()
     assert "energy from counter" in (tmp_path / "report.json").read_text()
 
 
