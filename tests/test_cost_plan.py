@@ -72,6 +72,9 @@ def test_a_plan_measured_as_planned_is_labelled_measured(tmp_path):
     (row,) = report.budget  # batch 1: one device only
     assert row.basis == "measured" and row.derivation == [] and row.devices == 1
     text = profile_report.markdown(report)
+    assert text.startswith("# What the plan ")  # the answer first, in sentences
+    first = text.split("\n\n")[1]
+    assert " would take " in first and "CPU device-hours" in first and "USD" in first
     assert "The measured step is the plan's step on one device." in text
     assert "| 1 | fp32 | 1 | measured |" in text
 

@@ -16,6 +16,7 @@ import numpy as np
 
 from e2fgvi.config import CostParams
 from e2fgvi.cost.forecast import Band, Schedule, StepSample, forecast
+from e2fgvi.cost.glossary import num
 from e2fgvi.measure.record import FrozenModel
 
 
@@ -91,10 +92,10 @@ def budget_table(
     return rows
 
 
-def _band(band: Band | None, digits: int = 3) -> str:
+def _band(band: Band | None) -> str:
     if band is None:
         return "not measured"
-    return f"{band.mean:.{digits}g} ({band.low:.{digits}g}–{band.high:.{digits}g})"
+    return f"{num(band.mean)} ({num(band.low)}–{num(band.high)})"
 
 
 def _fits(fits: bool | None) -> str:
@@ -104,8 +105,8 @@ def _fits(fits: bool | None) -> str:
 def budget_lines(rows: list[BudgetRow], hours_unit: str, currency: str) -> list[str]:
     """The table as Markdown, then each derived row's derivation, numbered once."""
     header = (
-        f"| devices | precision | clips/device | basis | fits | wall h | {hours_unit} | kWh | "
-        f"money ({currency}) |"
+        "| Devices | Precision | Clips per device | Basis | Fits in memory | Wall time (h) | "
+        f"Device-hours ({hours_unit}) | Energy (kWh) | Money ({currency}) |"
     )
     lines = [header, "| " + " | ".join(["---"] * 9) + " |"]
     notes: list[str] = []

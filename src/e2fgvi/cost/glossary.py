@@ -63,3 +63,13 @@ def heading(label: Label, hours_unit: str, currency: str) -> str:
     """``Name (unit)`` with the run's own hours unit and currency filled in."""
     unit = label.unit.format(hours_unit=hours_unit, currency=currency)
     return f"{label.name} ({unit})" if unit else label.name
+
+
+def num(value: float) -> str:
+    """Three significant digits without an exponent where a reader expects none (0.001–1e6)."""
+    size = abs(value)
+    if size == 0 or not 1e-3 <= size < 1e6:
+        return f"{value:.3g}"
+    if size >= 100:
+        return f"{value:,.0f}"
+    return f"{float(f'{value:.3g}'):g}"

@@ -14,7 +14,7 @@ from typing import Any
 
 from e2fgvi.atomic import write_json, write_text
 from e2fgvi.cost.forecast import Band, Forecast, kind_label
-from e2fgvi.cost.glossary import GROUPS, LABELS, heading
+from e2fgvi.cost.glossary import GROUPS, LABELS, heading, num
 from e2fgvi.cost.summary import CostReport, RunCost, report_metrics
 from e2fgvi.measure.record import RankRecord
 
@@ -65,12 +65,12 @@ def forecast_lines(fc: Forecast) -> list[str]:
 
 def _money_sentence(m: RunCost) -> str:
     energy = (
-        f"{m.energy_kwh:.3g} kWh of energy measured ({', '.join(m.energy_sources) or 'RAPL'})"
+        f"{num(m.energy_kwh)} kWh of energy measured ({', '.join(m.energy_sources) or 'RAPL'})"
         if m.energy_kwh is not None
         else "energy not measured on this machine, so not priced"
     )
     return (
-        f"It cost {m.money:.3g} {m.currency}: {m.device_hours:.3g} {m.hours_unit} at the "
+        f"It cost {num(m.money)} {m.currency}: {num(m.device_hours)} {m.hours_unit} at the "
         f"configured price, {energy}."
     )
 
@@ -81,21 +81,21 @@ def summary_lines(report: CostReport) -> list[str]:
     names = ", ".join(m.device_names)
     lines = [
         f"This run trained {m.steps_total} iterations on {m.devices} {kind_label(m.device_kind)} "
-        f"device(s) ({names}, {m.precision}) in {m.wall_h * 60:.3g} min of wall time"
+        f"device(s) ({names}, {m.precision}) in {num(m.wall_h * 60)} min of wall time"
         + (f" over {m.sessions} sessions." if m.sessions > 1 else "."),
         _money_sentence(m),
     ]
     if m.clips_per_s is not None and m.step_time_median_s is not None:
         lines.append(
-            f"It trained {m.clips_per_s:.3g} clips/s over its {m.steps_measured} measured steps "
-            f"(median step {m.step_time_median_s:.3g} s)."
+            f"It trained {num(m.clips_per_s)} clips/s over its {m.steps_measured} measured steps "
+            f"(median step {num(m.step_time_median_s)} s)."
         )
     fc = report.forecast
     if fc is not None:
         lines.append(
             f"It stopped before its schedule: all {fc.iterations} iterations would take "
-            f"{fc.wall_h.mean:.3g} h ({fc.wall_h.low:.3g}–{fc.wall_h.high:.3g}) and cost "
-            f"{fc.money.mean:.3g} {fc.currency} (forecast, below)."
+            f"{num(fc.wall_h.mean)} h ({num(fc.wall_h.low)}–{num(fc.wall_h.high)}) and cost "
+            f"{num(fc.money.mean)} {fc.currency} (forecast, below)."
         )
     return [" ".join(lines), ""]
 
