@@ -8,7 +8,8 @@ run. PSNR is logarithmic, so PSNR ÷ hours means nothing; a difference of PSNR (
 errors) per difference of hours is the marginal return of spending more.
 
 Device-hours are hours of the device kind the run measured (``kind`` column): GPU-hours and CPU
-device-hours are never mixed on one frontier. Runs are read through MLflow's search API page by page, so nothing is cut at a page size.
+device-hours are never mixed on one frontier. Runs are read through MLflow's search API page by
+page, so nothing is cut at a page size.
 """
 
 from __future__ import annotations
