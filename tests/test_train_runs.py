@@ -166,7 +166,7 @@ def test_mlflow_server_going_away_mid_run_loses_nothing(tmp_path, sample_dataset
 
 
 def test_forecast_from_the_first_steps_predicts_the_rest_of_the_run(full_run, capsys):
-    """Issue 5.3: the forecast from the first measured steps of the real sample-profile run vs
+    """The forecast from the first measured steps of the real sample-profile run vs
     the measured time of all its steps (one clip, one device: the plan is this run itself)."""
     record = json.loads((full_run / "run" / "cost_raw.json").read_text())
     (rank,) = record["ranks"]
