@@ -224,7 +224,8 @@ def forecast(
         money=money,
         money_includes_energy=energy is not None,
         currency=cfg.currency,
-        band="p10-p90 of a block bootstrap of the mean step time"
+        band="p10-p90 of a block bootstrap of the mean step time (the measured steps' sampling "
+        "noise only, not drift or another machine's load)"
         + (f", widened by {cfg.forecast.derived_margin:g} per derived figure" if steps else ""),
         derived=bool(steps),
         derivation=steps,

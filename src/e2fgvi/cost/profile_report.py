@@ -33,6 +33,13 @@ SYNTHETIC_NOTE = (
 )
 
 
+WINDOW_NOTE = (
+    "the measuring window (cost.forecast.profile_warmup, profile_steps), prices and hardware peaks "
+    "are params.yaml's cost section, not the plan's: they describe this machine and your account, "
+    "not what you plan to train"
+)
+
+
 class ProbedSize(FrozenModel):
     clips: int
     fits: bool
@@ -87,7 +94,7 @@ def _budget_input(m: Measurement) -> budget.MeasuredSteps:
 
 
 def _notes(primary: Measurement) -> list[str]:
-    notes = [SYNTHETIC_NOTE]
+    notes = [SYNTHETIC_NOTE, WINDOW_NOTE]
     kind = primary.summary.device_kind
     if kind != "cuda":
         notes.append(
