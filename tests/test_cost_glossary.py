@@ -85,6 +85,7 @@ def test_the_committed_train_json_and_cost_json_agree(repo_root):
     """What `make repro` committed: the two reports of one run name one figure one way."""
     train = json.loads((repo_root / "reports" / "train.json").read_text())
     cost = json.loads((repo_root / "reports" / "cost" / "cost.json").read_text())
+    stale = "; reports/ predate this code: rerun `dvc repro` and commit reports/"
     for key in SHARED_WITH_TRAIN:
-        assert key in train and key in cost, key
-        assert train[key] == pytest.approx(cost[key], rel=1e-12), key
+        assert key in train and key in cost, key + stale
+        assert train[key] == pytest.approx(cost[key], rel=1e-12), key + stale
