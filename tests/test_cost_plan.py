@@ -154,7 +154,7 @@ def test_budget_marks_clips_that_do_not_fit_and_device_counts_split_the_batch():
     assert [r.basis for r in rows] == ["derived", "derived", "derived", "derived"]
     assert rows[2].energy_kwh.mean == pytest.approx(rows[2].device_hours.mean * 0.4)
     text = "\n".join(budget.budget_lines(rows, "GPU-hours", "USD"))
-    assert "no: accumulate gradients" in text and "| GPU-hours |" in text
+    assert "no: accumulate gradients" in text and "| Device-hours (GPU-hours) |" in text
 
 
 def test_cpu_never_yields_gpu_hours(tmp_path, caplog):
