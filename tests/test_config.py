@@ -134,3 +134,25 @@ def test_a_huge_wrong_value_is_shown_short_and_cut_between_words():
         parse_params({"train": {"lr": {f"key{i}": "value words" for i in range(200)}}}, "p.yaml")
     shown = str(info.value)
     assert len(shown) < 200 and "…" in shown and "\n" not in shown
+
+
+def _commented_keys(text: str) -> list[str]:
+    """Dotted keys whose line (or section line) carries a comment, in file order."""
+    keys, stack = [], []
+    for line in text.splitlines():
+        found = re.match(r"^(\s*)([A-Za-z0-9_]+):", line)
+        if not found:
+            continue
+        indent = len(found.group(1))
+        stack = [(i, k) for i, k in stack if i < indent] + [(indent, found.group(2))]
+        if "#" in line:
+            keys.append(".".join(k for _, k in stack))
+    return keys
+
+
+def test_the_official_params_carry_the_sample_params_comments(repo_root):
+    """`cp params.official.yaml params.yaml` keeps every explanatory comment."""
+    sample = (repo_root / "params.yaml").read_text(encoding="utf-8")
+    official = (repo_root / "params.official.yaml").read_text(encoding="utf-8")
+    assert _commented_keys(official) == _commented_keys(sample)
+    assert len(_commented_keys(sample)) > 20

@@ -76,10 +76,11 @@ def test_quality_per_cost_and_the_frontier_per_device_kind(store, capsys):
     assert set(by_name) == {"lr1e-4", "lr2e-4", "long", "h100-a", "h100-b"}  # evaluated only
     frontier = {name for name, r in by_name.items() if r["frontier"] == "yes"}
     assert frontier == {"lr1e-4", "lr2e-4", "h100-a"}
-    cheap = by_name["lr1e-4"]
-    assert cheap["psnr_per_device_hour"] == pytest.approx(20.0)
-    assert cheap["ssim_per_money"] == pytest.approx(0.80 / 0.1)
-    assert by_name["h100-a"]["psnr_per_money"] == pytest.approx(25.0 / 1.25)
+    # dB per extra device-hour along each frontier; none for the cheapest or off the frontier.
+    assert by_name["lr1e-4"]["db_per_extra_device_hour"] is None
+    assert by_name["lr2e-4"]["db_per_extra_device_hour"] == pytest.approx((22.0 - 20.0) / 1.0)
+    assert by_name["long"]["db_per_extra_device_hour"] is None  # dominated
+    assert by_name["h100-a"]["db_per_extra_device_hour"] is None
     # Cheapest first within each device kind; GPU and CPU hours never share a frontier.
     assert [r["run"] for r in rows] == ["lr1e-4", "lr2e-4", "long", "h100-a", "h100-b"]
 
@@ -89,9 +90,9 @@ def test_quality_table_text(store, capsys):
     argv = ["cost", "compare", "--mlruns", str(mlruns), "--quality", "--page-size", "3"]
     assert cli.main(argv) == 0
     header, *body = capsys.readouterr().out.splitlines()
-    assert "PSNR per device-h" in header and "frontier" in header and len(body) == 6
+    assert "dB per extra device-h" in header and "frontier" in header and len(body) == 6
     assert any(line.startswith("other") and "yes" in line for line in body)
-    assert any("h100-b" in line and line.rstrip().endswith("no") for line in body)
+    assert any("h100-b" in line and line.split()[-2:] == ["no", "-"] for line in body)
     assert all("USD" in line for line in body)
 
 
@@ -117,5 +118,5 @@ def test_frontier_rule():
 
 def test_bad_page_size_is_one_line(store, capsys):
     mlruns, _ = store
-    assert cli.main(["cost", "compare", "--mlruns", str(mlruns), "--page-size", "0"]) == 2
+    assert cli.main(["cost", "compare", "--mlruns", str(mlruns), "--page-size", "0"]) == 1
     assert "--page-size must be positive" in capsys.readouterr().err

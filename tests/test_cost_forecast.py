@@ -44,12 +44,12 @@ def test_a_derived_forecast_says_how_and_widens_its_band():
     sample = StepSample.from_times([4.0], clips_per_device=2)  # measured at 2 clips, plan has 1
     result = forecast(sample, _cfg(), np.random.default_rng(0), PLAN, "cuda")
     assert result.step_s.mean == pytest.approx(2.0)
-    # Two derivations (clips scaled by FLOPs, DDP over 8 devices not measured): 0.25 each.
+    # Two derivations (linear in clips per device, DDP scaling assumed perfect): 0.25 each.
     assert result.step_s.low == pytest.approx(2.0 * 0.75**2)
     assert result.step_s.high == pytest.approx(2.0 * 1.25**2)
     assert result.derived and len(result.derivation) == 2
-    assert "counted FLOPs from 2 to 1 clips" in result.derivation[0]
-    assert "DDP over 8 devices not measured" in result.derivation[1]
+    assert "measured at 2 clips per device, multiplied by 0.5 for 1" in result.derivation[0]
+    assert "DDP scaling assumed perfect: 8 devices, 1 measured" in result.derivation[1]
     assert "widened by 0.25" in result.band
     assert result.energy_kwh is None and result.money_includes_energy is False
     assert result.money.mean == pytest.approx(result.device_hours.mean * 2.0)
@@ -204,7 +204,8 @@ def test_run_shorter_than_warmup_has_no_forecast_but_a_reason():
     for step in range(3):
         meter.end_step(step)
     gathered = meter.gather(meter.stop())
-    report = build_report(gathered, CostParams(), "fp32", np.random.default_rng(0))
+    schedule = Schedule(iterations=40, devices=1, global_batch=1)
+    report = build_report(gathered, CostParams(), "fp32", np.random.default_rng(0), schedule)
     assert report.forecast is None
     assert report.forecast_note == "no measured steps (all 3 steps were warm-up)"
     assert report.measured.step_time_median_s is None

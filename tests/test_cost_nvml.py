@@ -195,7 +195,7 @@ def test_meter_record_with_fake_gpu(nvml):
     assert record.conditions.gpu_count == 1 and record.device_name == "cpu"
     # Raw samples go to MLflow's System metrics tab, not among the per-step cost metrics.
     assert metrics.keys() == {"cost/step_s", "cost/data_wait_s", "cost/compute_s",
-                              "cost/clips_per_s"}  # fmt: skip
+                              "cost/step_clips_per_s"}  # fmt: skip
     assert record.gpu.stats["power_w"].max == 100.0
 
 
@@ -204,6 +204,7 @@ def test_report_of_a_fake_gpu_run(nvml, tmp_path):
 
     import numpy as np
 
+    from e2fgvi.cost.forecast import Schedule
     from e2fgvi.cost.report import write_report
     from e2fgvi.cost.summary import build_report
 
@@ -216,7 +217,8 @@ def test_report_of_a_fake_gpu_run(nvml, tmp_path):
         nvml.gpus[0].energy_mj += 36_000  # 36 J per step
         meter.end_step(step)
     gathered = meter.gather(meter.stop())
-    report = build_report(gathered, cfg, "fp32", np.random.default_rng(0))
+    schedule = Schedule(iterations=40, devices=1, global_batch=1)  # stopped at 4 of 40
+    report = build_report(gathered, cfg, "fp32", np.random.default_rng(0), schedule)
     measured = report.measured
     assert measured.devices == 1 and measured.energy_gpu_kwh == pytest.approx(144 / 3.6e6)
     assert measured.device_kind == "cuda" and measured.hours_unit == "GPU-hours"
@@ -229,7 +231,7 @@ def test_report_of_a_fake_gpu_run(nvml, tmp_path):
     write_report(tmp_path, report, gathered.ranks)
     rows = list(csv.DictReader((tmp_path / "power.csv").open()))
     assert len(rows) > 2 and all(float(r["power_w"]) > 0 for r in rows)  # the data plot's rows
-    assert "| GPU-hours |" in (tmp_path / "cost.md").read_text()
+    assert "(GPU-hours) |" in (tmp_path / "cost.md").read_text()
     assert "energy from counter" in (tmp_path / "report.json").read_text()
 
 

@@ -74,6 +74,9 @@ def test_a_plan_measured_as_planned_is_labelled_measured(tmp_path):
     (row,) = report.budget  # batch 1: one device only
     assert row.basis == "measured" and row.derivation == [] and row.devices == 1
     text = profile_report.markdown(report)
+    assert text.startswith("# What the plan ")  # the answer first, in sentences
+    first = text.split("\n\n")[1]
+    assert " would take " in first and "CPU device-hours" in first and "USD" in first
     assert "The measured step is the plan's step on one device." in text
     assert "| 1 | fp32 | 1 | measured |" in text
 
@@ -83,9 +86,10 @@ def test_a_plan_that_differs_from_what_ran_is_labelled_and_its_band_widens(tmp_p
     scaled = _profile(tmp_path / "b", clips=1, batch_size=4, nproc_per_node=1, iterations=100)
     (difference,) = scaled.differences
     assert (difference.field, difference.plan, difference.measured) == ("clips_per_device", 4, 1)
-    assert "counted FLOPs" in difference.handling
+    assert "assumed linear in clips per device" in difference.handling
     fc = scaled.forecast
-    assert fc.derived and "counted FLOPs from 1 to 4 clips" in fc.derivation[0]
+    assert fc.derived
+    assert "measured at 1 clips per device, multiplied by 4 for 4" in fc.derivation[0]
     window = StepSample.from_rank(scaled.measurements[0].record)
     measured_mean = float(np.mean(window.means))
     assert fc.step_s.mean == pytest.approx(4 * measured_mean)
@@ -117,10 +121,10 @@ def test_budget_table_rows_per_device_count_and_precision(tmp_path):
     one, eight = rows[(1, "fp32")], rows[(8, "fp32")]
     assert one.clips_per_device == 8 and eight.clips_per_device == 1
     assert one.basis == eight.basis == "derived"
-    assert "counted FLOPs from 1 to 8 clips" in one.derivation[0]
+    assert "measured at 1 clips per device, multiplied by 8 for 8" in one.derivation[0]
     assert eight.derivation == [
-        "DDP over 8 devices not measured (1 measured): assumed to scale perfectly, "
-        "communication not modelled"
+        "DDP scaling assumed perfect: 8 devices, 1 measured; each device's step as fast as the "
+        "measured one, communication not modelled"
     ]
     # Same clips per device in total: the device-hours agree, the wall time splits 8 ways.
     assert one.device_hours.mean == pytest.approx(eight.device_hours.mean)
@@ -134,7 +138,7 @@ def test_budget_marks_clips_that_do_not_fit_and_device_counts_split_the_batch():
     assert budget.device_counts(8, 8) == [1, 2, 4, 8]
     assert budget.device_counts(16, 32) == [1, 2, 4, 8, 16]
     assert budget.device_counts(3, 6) == [1, 2, 3]
-    measured = budget.Measured(
+    measured = budget.MeasuredSteps(
         precision="bf16",
         sample=StepSample.from_times([0.5, 0.5], 2),
         device_kind="cuda",
@@ -152,7 +156,7 @@ def test_budget_marks_clips_that_do_not_fit_and_device_counts_split_the_batch():
     assert [r.basis for r in rows] == ["derived", "derived", "derived", "derived"]
     assert rows[2].energy_kwh.mean == pytest.approx(rows[2].device_hours.mean * 0.4)
     text = "\n".join(budget.budget_lines(rows, "GPU-hours", "USD"))
-    assert "no: accumulate gradients" in text and "| GPU-hours |" in text
+    assert "no: accumulate gradients" in text and "| Device-hours (GPU-hours) |" in text
 
 
 def _params(experiment: str):

@@ -130,11 +130,11 @@ def test_download_stage_explains_missing_locations(project):
         call_stage(download, ["--out", "raw", "--partial-dir", "raw.partial"])
 
 
-def test_stage_error_is_one_line_and_exit_2(project, tmp_path, repo_root):
+def test_stage_error_is_one_line_and_exit_1(project, tmp_path, repo_root):
     env = {**os.environ, "PYTHONPATH": str(repo_root / "src")}
     command = [sys.executable, "-m", "e2fgvi.stages.masks", "--index", "none.json", "--out", "m"]
     result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True)
-    assert result.returncode == 2
+    assert result.returncode == 1
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and "none.json: index not found" in lines[0], result.stderr
 

@@ -2,7 +2,7 @@
 
 Each stage runs as DVC runs it (``python -m e2fgvi.stages.<name>`` in a folder holding
 params.yaml), in a private mount namespace where its output folder is a read-only bind mount or
-a tmpfs too small for what it writes (tests/_confined.py). The stage must end with status 2 and
+a tmpfs too small for what it writes (tests/_confined.py). The stage must end with status 1 and
 one line naming the path and what to do, and leave no half-written file where a finished one is
 expected.
 """
@@ -219,7 +219,7 @@ CASES = [
 
 
 def _one_line(done, folder: Path, cwd: Path, words: str) -> str:
-    assert done.returncode == 2, done.stderr[-3000:]
+    assert done.returncode == 1, done.stderr[-3000:]
     assert "Traceback" not in done.stderr, done.stderr[-3000:]
     (line,) = done.errors
     message = re.search(r" ERROR [\w.]+: (.*)$", line).group(1)  # a progress bar may precede

@@ -73,7 +73,7 @@ def test_write_errors_name_the_path_and_what_to_do(code, words):
 
 
 def test_the_entry_points_net_turns_only_disk_errors_into_one_line(caplog):
-    """A disk or permission OSError nobody translated is one line (status 2); another OSError
+    """A disk or permission OSError nobody translated is one line (status 1); another OSError
     keeps its traceback, since its meaning depends on where it came from."""
     import argparse
 
@@ -82,7 +82,7 @@ def test_the_entry_points_net_turns_only_disk_errors_into_one_line(caplog):
     def full(args):
         raise OSError(errno.ENOSPC, "No space left on device", "/data/run/x.pth")
 
-    assert invoke(full, argparse.Namespace()) == 2
+    assert invoke(full, argparse.Namespace()) == 1
     assert [r.getMessage() for r in caplog.records if r.levelname == "ERROR"] == [
         "/data/run/x.pth: no space left on the device; free some space there, then rerun"
     ]

@@ -144,7 +144,7 @@ def test_cli_input_problems_are_one_line(clip, tmp_path, fake_loader, capsys, se
     video = tmp_path / ("nothing.mp4" if setup == "missing" else "frames")
     argv = ["inpaint", "--video", str(video), "--masks", str(tmp_path / "masks"),
             "--checkpoint", "unused.pth", "--out", str(tmp_path / "out.mp4")]  # fmt: skip
-    assert cli.main(argv) == 2
+    assert cli.main(argv) == 1
     errors = [line for line in capsys.readouterr().err.splitlines() if " ERROR " in line]
     assert len(errors) == 1 and message in errors[0]
     assert not (tmp_path / "out.mp4").exists()
@@ -157,7 +157,7 @@ def test_a_single_frame_is_refused(clip, tmp_path, fake_loader, capsys):
     Image.fromarray(masks[0] * 255).save(tmp_path / "mask.png")
     argv = ["inpaint", "--video", str(tmp_path / "one"), "--masks", str(tmp_path / "mask.png"),
             "--checkpoint", "unused.pth", "--out", str(tmp_path / "out")]  # fmt: skip
-    assert cli.main(argv) == 2
+    assert cli.main(argv) == 1
     assert "needs at least 2" in capsys.readouterr().err
 
 
@@ -230,7 +230,7 @@ def test_out_equal_to_the_input_video_is_refused_and_the_input_kept(clip, tmp_pa
     Image.fromarray(masks[0] * 255).save(tmp_path / "mask.png")
     before = video.read_bytes()
     code, errors = _inpaint(video, tmp_path / "mask.png", tmp_path / "." / "in.mp4", capsys)
-    assert code == 2 and len(errors) == 1
+    assert code == 1 and len(errors) == 1
     assert "is the input --video: inpaint never overwrites its input; write the result" in errors[0]
     assert video.read_bytes() == before
 
@@ -246,7 +246,7 @@ def test_out_inside_or_around_an_input_folder_is_refused(clip, tmp_path, fake_lo
     video, mask_dir = _folder_input(tmp_path, frames, masks)
     before = _snapshot(tmp_path)
     code, errors = _inpaint(video, mask_dir, tmp_path / out, capsys)
-    assert code == 2 and len(errors) == 1 and words in errors[0], errors
+    assert code == 1 and len(errors) == 1 and words in errors[0], errors
     assert _snapshot(tmp_path) == before
 
 
@@ -271,7 +271,7 @@ def test_a_folder_holding_other_files_is_refused_untouched(clip, tmp_path, fake_
     (out / "holiday.mp4").write_bytes(b"a user's file")
     (out / "00000.png").write_bytes(b"x")
     code, errors = _inpaint(video, mask_dir, out, capsys)
-    assert code == 2 and len(errors) == 1
+    assert code == 1 and len(errors) == 1
     assert "holds holiday.mp4, not a frame of an earlier result" in errors[0]
     assert sorted(p.name for p in out.iterdir()) == ["00000.png", "holiday.mp4"]
 
@@ -287,7 +287,7 @@ def test_out_at_or_under_a_plain_file_is_one_line(clip, tmp_path, fake_loader, c
     video, mask_dir = _folder_input(tmp_path, frames, masks)
     (tmp_path / "notes").write_text("keep me")
     code, errors = _inpaint(video, mask_dir, tmp_path / out, capsys)
-    assert code == 2 and len(errors) == 1 and words in errors[0], errors
+    assert code == 1 and len(errors) == 1 and words in errors[0], errors
     assert (tmp_path / "notes").read_text() == "keep me"
 
 

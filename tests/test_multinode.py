@@ -365,7 +365,7 @@ def test_a_node_from_another_checkout_is_refused_before_training(checkout, tmp_p
         launched.start(command, folders[1], {**env, "PYTHONPATH": str(src)},
                        folders[1] / "stage.log")  # fmt: skip
         codes = launched.finish()
-    assert codes == [2, 2], "a refusal is a UserError on every node (status 2)"
+    assert codes == [1, 1], "a refusal is a UserError on every node (status 1)"
     for folder in folders:
         lines = [
             line for line in (folder / "stage.log").read_text().splitlines() if REFUSAL in line

@@ -341,7 +341,7 @@ def test_a_stage_and_cost_compare_name_wrong_credentials(team, repro):
     copy, user = repro
     wrong = _stage_env(team.url, copy, (user[0], "not-the-password"))
     done = _run(copy, wrong, str(BIN / "e2fgvi"), "cost", "compare")
-    assert done.returncode == 2 and done.stdout == ""
+    assert done.returncode == 1 and done.stdout == ""
     errors = [line for line in done.stderr.splitlines() if "ERROR" in line]
     assert len(errors) == 1 and f"cannot read the MLflow runs: {AUTH_FAILED}" in errors[0], errors
     missing = _stage_env(team.url, copy, None)

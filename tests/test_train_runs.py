@@ -54,7 +54,7 @@ def test_stage_outputs_weights_metrics_and_the_mlflow_run(full_run):
     checkpoints = sorted(p.name for p in (full_run / "run" / "checkpoints").glob("*/ckpt_*.pth"))
     assert checkpoints == ["ckpt_0000006.pth", "ckpt_0000008.pth"]  # every 2 and the end, keep 2
     figures = json.loads((full_run / "train.json").read_text())
-    assert figures["iterations"] == 8 and figures["measured_steps"] == 7
+    assert figures["iterations"] == 8 and figures["steps_measured"] == 7
     assert figures["clips_per_s"] > 0 and figures["skipped_updates"] == 0
     steps = [r["step"] for r in csv.DictReader((full_run / "train_loss.csv").open())]
     assert steps == list("12345678")
@@ -166,7 +166,7 @@ def test_mlflow_server_going_away_mid_run_loses_nothing(tmp_path, sample_dataset
 
 
 def test_forecast_from_the_first_steps_predicts_the_rest_of_the_run(full_run, capsys):
-    """Issue 5.3: the forecast from the first measured steps of the real sample-profile run vs
+    """The forecast from the first measured steps of the real sample-profile run vs
     the measured time of all its steps (one clip, one device: the plan is this run itself)."""
     record = json.loads((full_run / "run" / "cost_raw.json").read_text())
     (rank,) = record["ranks"]

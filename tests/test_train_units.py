@@ -193,7 +193,6 @@ def test_final_figures_of_a_diverged_run_are_strict_json(tmp_path, params, monke
     state = session.Session(
         folder, 0, {"skipped_updates": 3}, run, History(folder / "history.csv", 40)
     )
-    state.step_times.append(2.0)
     meter = CostMeter(params.cost, torch.device("cpu"), 1)
     meter.start()
     nets = SimpleNamespace(generator=torch.nn.Linear(1, 1))

@@ -252,7 +252,7 @@ def test_verify_fails_with_status_1_when_the_committed_metrics_are_off(
 def test_a_bad_tolerance_file_fails_before_any_rerun(tiny_repo, monkeypatch, capsys):
     monkeypatch.chdir(tiny_repo)
     (tiny_repo / "verify.yaml").write_text("rules: [{match: '*', abs: 1, rel: 1}]\n")
-    assert cli.main(["verify"]) == 2
+    assert cli.main(["verify"]) == 1
     assert "ERROR e2fgvi: verify.yaml: rules.0: Value error" in capsys.readouterr().err
     shown = subprocess.run([sys.executable, "-m", "dvc", "exp", "list", "--name-only"],
                            cwd=tiny_repo, capture_output=True, text=True)  # fmt: skip

@@ -15,6 +15,7 @@ import sys
 
 from e2fgvi import __version__
 from e2fgvi.entry import invoke
+from e2fgvi.errors import USAGE
 from e2fgvi.logs import setup_logging
 
 DESCRIPTION = (
@@ -98,12 +99,12 @@ def main(argv: list[str] | None = None) -> int:
         sys.stderr.write(
             f"{parser.format_usage()}e2fgvi: choose a command; 'e2fgvi --help' lists them\n"
         )
-        return 2
+        return USAGE
     if chosen in COMMANDS and not rest:
         hint = missing_action_hint(commands[chosen], chosen)
         if hint:
             sys.stderr.write(hint)
-            return 2
+            return USAGE
     args = parser.parse_args(argv)
     setup_logging(logging.DEBUG if args.verbose else logging.INFO)
     return invoke(importlib.import_module(COMMANDS[args.command][0]).run, args)

@@ -197,8 +197,9 @@ class ForecastParams(_Section):
     profile_warmup: int = Field(default=3, ge=0)
     profile_steps: int = Field(default=20, ge=2)
     probe_max_clips: int = Field(default=8, ge=1)
-    # Relative widening of both band ends for each figure derived rather than measured (clips
-    # scaled by counted FLOPs, a precision that could not run here, DDP scaling not measured).
+    # Relative widening of both band ends for each figure derived rather than measured (step
+    # time assumed linear in clips per device, a precision that could not run here, DDP scaling
+    # assumed perfect).
     derived_margin: float = Field(default=0.25, ge=0, lt=1)
 
 

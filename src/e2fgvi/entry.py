@@ -3,9 +3,10 @@
 An entry-point module defines ``add_arguments(parser)`` and ``run(args) -> int | None``. A DVC
 stage ends with ``if __name__ == "__main__": run_module(sys.modules[__name__])``; the ``e2fgvi``
 command builds its subcommands from the same two functions and calls ``invoke``. Either way a
-``UserError`` is one logged line and exit status 2, Ctrl-C is status 130, and nothing prints a
-stack trace for a problem the user can fix: a full disk, a read-only folder or a missing
-permission that no writer turned into a ``UserError`` yet is one line too.
+``UserError`` is one logged line and exit status 1 (2 is argparse's, for a usage error), Ctrl-C
+is status 130, and nothing prints a stack trace for a problem the user can fix: a full disk, a
+read-only folder or a missing permission that no writer turned into a ``UserError`` yet is one
+line too.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from collections.abc import Callable
 from types import ModuleType
 from typing import NoReturn
 
-from e2fgvi.errors import UserError, disk_error, one_line
+from e2fgvi.errors import REFUSED, UserError, disk_error, one_line
 from e2fgvi.logs import setup_logging
 
 log = logging.getLogger("e2fgvi")
@@ -31,17 +32,17 @@ def summary(module: ModuleType) -> str:
 
 
 def invoke(run: RunFn, args: argparse.Namespace) -> int:
-    """Call ``run(args)``; a UserError (or a disk/permission OSError) is one line (status 2)."""
+    """Call ``run(args)``; a UserError (or a disk/permission OSError) is one line (status 1)."""
     try:
         return int(run(args) or 0)
     except UserError as exc:
         log.error("%s", one_line(exc))
-        return 2
+        return REFUSED
     except OSError as exc:
         if (problem := disk_error(exc)) is None:
             raise
         log.error("%s", one_line(problem))
-        return 2
+        return REFUSED
     except KeyboardInterrupt:
         log.error("interrupted")
         return 130

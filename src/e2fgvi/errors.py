@@ -30,10 +30,15 @@ _WRITE_FIXES = {
 _DISK_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
 
 
+# Exit statuses: a refusal at run time (a UserError) is 1; 2 is argparse's, for a usage error.
+REFUSED = 1
+USAGE = 2
+
+
 class UserError(Exception):
     """Bad input or environment; ``str(exc)`` names the file/key and what to do.
 
-    Entry points catch it, log the line without a stack trace and exit with status 2.
+    Entry points catch it, log the line without a stack trace and exit with status ``REFUSED``.
     """
 
 

@@ -3,8 +3,8 @@
 One row per device count and measured precision, each a ``forecast`` of the plan's iterations
 and global batch from that precision's measured steps. A row is ``measured`` only when its step
 is exactly what ran (same clips per device, one device, the precision it is labelled with);
-every other row is ``derived`` and lists how (clips scaled by counted FLOPs, DDP scaling assumed
-perfect), with its band widened accordingly.
+every other row is ``derived`` and lists how (step time assumed linear in clips per device, DDP
+scaling assumed perfect), with its band widened accordingly.
 """
 
 from __future__ import annotations
@@ -16,11 +16,12 @@ import numpy as np
 
 from e2fgvi.config import CostParams
 from e2fgvi.cost.forecast import Band, Schedule, StepSample, forecast
+from e2fgvi.cost.glossary import num
 from e2fgvi.measure.record import FrozenModel
 
 
 @dataclass(frozen=True)
-class Measured:
+class MeasuredSteps:
     """One precision's measured steps, as the budget needs them."""
 
     precision: str
@@ -56,7 +57,7 @@ def device_counts(plan_devices: int, global_batch: int) -> list[int]:
 
 
 def budget_table(
-    measured: list[Measured], schedule: Schedule, cfg: CostParams, rng: np.random.Generator
+    measured: list[MeasuredSteps], schedule: Schedule, cfg: CostParams, rng: np.random.Generator
 ) -> list[BudgetRow]:
     """Rows for every device count of ``device_counts`` and every measured precision."""
     rows = []
@@ -91,10 +92,10 @@ def budget_table(
     return rows
 
 
-def _band(band: Band | None, digits: int = 3) -> str:
+def _band(band: Band | None) -> str:
     if band is None:
         return "not measured"
-    return f"{band.mean:.{digits}g} ({band.low:.{digits}g}–{band.high:.{digits}g})"
+    return f"{num(band.mean)} ({num(band.low)}–{num(band.high)})"
 
 
 def _fits(fits: bool | None) -> str:
@@ -104,8 +105,8 @@ def _fits(fits: bool | None) -> str:
 def budget_lines(rows: list[BudgetRow], hours_unit: str, currency: str) -> list[str]:
     """The table as Markdown, then each derived row's derivation, numbered once."""
     header = (
-        f"| devices | precision | clips/device | basis | fits | wall h | {hours_unit} | kWh | "
-        f"money ({currency}) |"
+        "| Devices | Precision | Clips per device | Basis | Fits in memory | Wall time (h) | "
+        f"Device-hours ({hours_unit}) | Energy (kWh) | Money ({currency}) |"
     )
     lines = [header, "| " + " | ".join(["---"] * 9) + " |"]
     notes: list[str] = []

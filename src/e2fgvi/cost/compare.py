@@ -1,11 +1,15 @@
 """``e2fgvi cost compare``: cost, and quality per cost, across MLflow runs and experiments.
 
 The default table puts each run's measured and forecast cost side by side; ``--quality`` puts
-quality next to cost: PSNR and SSIM, per device-hour and per unit of money, and whether the run
-is on the frontier (no other run of the same device kind reached a higher PSNR for fewer
-device-hours). Device-hours are hours of the device kind the run measured (``kind`` column):
-GPU-hours and CPU device-hours are never mixed on one frontier. Runs are read through MLflow's
-search API page by page, so nothing is cut at a page size.
+quality next to cost: PSNR and SSIM beside device-hours and money, whether the run is on the
+frontier (no other run of the same device kind reached a higher PSNR for fewer device-hours),
+and, along the frontier, the PSNR gained per extra device-hour over the next cheaper frontier
+run. PSNR is logarithmic, so PSNR ÷ hours means nothing; a difference of PSNR (dB, a ratio of
+errors) per difference of hours is the marginal return of spending more.
+
+Device-hours are hours of the device kind the run measured (``kind`` column): GPU-hours and CPU
+device-hours are never mixed on one frontier. Runs are read through MLflow's search API page by
+page, so nothing is cut at a page size.
 """
 
 from __future__ import annotations
@@ -48,11 +52,8 @@ QUALITY_COLUMNS = (
     ("money", "money"),
     ("psnr", "PSNR"),
     ("ssim", "SSIM"),
-    ("psnr_per_device_hour", "PSNR per device-h"),
-    ("ssim_per_device_hour", "SSIM per device-h"),
-    ("psnr_per_money", "PSNR per money"),
-    ("ssim_per_money", "SSIM per money"),
     ("frontier", "frontier"),
+    ("db_per_extra_device_hour", "dB per extra device-h"),
 )
 # The figures the tables show, by record field name (``tracking.names`` reads them back).
 _FIGURES = (
@@ -60,10 +61,6 @@ _FIGURES = (
     "forecast_wall_h", "forecast_device_hours", "forecast_money", "psnr", "ssim",
 )  # fmt: skip
 _MONEY = ("money", "forecast_money")
-
-
-def _per(quality: float | None, cost: float | None) -> float | None:
-    return quality / cost if quality is not None and cost else None
 
 
 def rows(runs: list[tracking.RunRecord]) -> list[dict[str, Any]]:
@@ -85,10 +82,6 @@ def rows(runs: list[tracking.RunRecord]) -> list[dict[str, Any]]:
                 "currency": run.tags.get("cost.currency") or run.params.get("cost.currency", ""),
                 **values,
                 "devices": int(values["devices"]) if values["devices"] is not None else None,
-                "psnr_per_device_hour": _per(values["psnr"], values["device_hours"]),
-                "ssim_per_device_hour": _per(values["ssim"], values["device_hours"]),
-                "psnr_per_money": _per(values["psnr"], values["money"]),
-                "ssim_per_money": _per(values["ssim"], values["money"]),
             }
         )
     return table
@@ -111,7 +104,25 @@ def quality_rows(table: list[dict[str, Any]]) -> list[dict[str, Any]]:
         peers = [r for r in scored if r["device_kind"] == row["device_kind"]]
         frontier = not any(_dominates(other, row) for other in peers)
         marked.append({**row, "frontier": "yes" if frontier else "no"})
-    return sorted(marked, key=lambda r: (r["device_kind"], r["device_hours"], -r["psnr"]))
+    ordered = sorted(marked, key=lambda r: (r["device_kind"], r["device_hours"], -r["psnr"]))
+    return _marginal_gains(ordered)
+
+
+def _marginal_gains(ordered: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """dB per extra device-hour from the next cheaper frontier run of the same kind (frontier
+    rows only; None for the cheapest, and off the frontier)."""
+    previous: dict[str, dict[str, Any]] = {}
+    out = []
+    for row in ordered:
+        gain = None
+        if row["frontier"] == "yes":
+            before = previous.get(row["device_kind"])
+            if before is not None and row["device_hours"] > before["device_hours"]:
+                extra = row["device_hours"] - before["device_hours"]
+                gain = (row["psnr"] - before["psnr"]) / extra
+            previous[row["device_kind"]] = row
+        out.append({**row, "db_per_extra_device_hour": gain})
+    return out
 
 
 def _cell(value: Any) -> str:
@@ -158,7 +169,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--quality",
         action="store_true",
-        help="quality per cost: PSNR/SSIM per device-hour and per money, and the frontier",
+        help="quality beside cost: the frontier and dB gained per extra device-hour along it",
     )
     parser.add_argument("--format", choices=["table", "csv", "json", "md"], default="table")
     parser.add_argument(

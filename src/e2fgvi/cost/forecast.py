@@ -1,15 +1,17 @@
 """Forecast a training schedule from measured steps (pure arithmetic).
 
 Used by ``e2fgvi profile`` (steps of the plan's configuration, before launch) and by the ``cost``
-stage (the training run's own steps, forecasting its own schedule). The method follows peers
-§3.4: warm-up dropped, steady-state seconds per step, extrapolated to the schedule's iterations;
-the band is the p10–p90 range of a block bootstrap of the mean step time (blocks = the record's
-contiguous step windows, so slow drifts are resampled as a whole rather than averaged away).
+stage (only for a run that stopped before its schedule: the rest of it from its own steps). The
+method follows peers §3.4: warm-up dropped, steady-state seconds per step, extrapolated to the
+schedule's iterations; the band is the p10–p90 range of a block bootstrap of the mean step time
+(blocks = the record's contiguous step windows, so slow drifts are resampled as a whole rather
+than averaged away).
 
 Units say what was measured: device-hours are hours of the measured device kind (GPU-hours only
-when a GPU ran). Every figure not measured directly (clips per device scaled by counted FLOPs,
-a precision that could not run, DDP over devices not measured) is listed in ``derivation`` and
-widens both ends of the band by ``cost.forecast.derived_margin``.
+when a GPU ran). Every figure not measured directly (step time assumed linear in clips per
+device, a precision that could not run, DDP scaling assumed perfect) is listed in ``derivation``
+and widens both ends of the band by ``cost.forecast.derived_margin``; without one the band covers
+the sampling noise of the measured steps only (benchmarks/forecast_accuracy.py: docs/cost.md).
 """
 
 from __future__ import annotations
@@ -166,14 +168,14 @@ def _derivation(sample: StepSample, schedule: Schedule, measured_devices: int) -
     clips = schedule.clips_per_device
     if clips != sample.clips_per_device:
         steps.append(
-            f"step time scaled by counted FLOPs from {sample.clips_per_device:g} to {clips} clips "
-            f"per device (x{clips / sample.clips_per_device:.3g}; a step's FLOPs are linear in "
-            "its clips)"
+            f"step time assumed linear in clips per device: the step measured at "
+            f"{sample.clips_per_device:g} clips per device, multiplied by "
+            f"{clips / sample.clips_per_device:.3g} for {clips} (not measured at {clips})"
         )
     if schedule.devices != measured_devices:
         steps.append(
-            f"DDP over {schedule.devices} devices not measured ({measured_devices} measured): "
-            "assumed to scale perfectly, communication not modelled"
+            f"DDP scaling assumed perfect: {schedule.devices} devices, {measured_devices} "
+            "measured; each device's step as fast as the measured one, communication not modelled"
         )
     return steps
 
@@ -222,7 +224,8 @@ def forecast(
         money=money,
         money_includes_energy=energy is not None,
         currency=cfg.currency,
-        band="p10-p90 of a block bootstrap of the mean step time"
+        band="p10-p90 of a block bootstrap of the mean step time (the measured steps' sampling "
+        "noise only, not drift or another machine's load)"
         + (f", widened by {cfg.forecast.derived_margin:g} per derived figure" if steps else ""),
         derived=bool(steps),
         derivation=steps,

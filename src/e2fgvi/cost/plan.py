@@ -112,7 +112,7 @@ def measured_params(plan_params: Params, amp: str) -> Params:
 def _handling(field: str, plan: StepShape, measured: StepShape, device: str) -> str:
     if field == "clips_per_device":
         ratio = plan.clips_per_device / measured.clips_per_device
-        return f"step time scaled by counted FLOPs (x{ratio:.3g}: FLOPs are linear in clips)"
+        return f"step time assumed linear in clips per device (x{ratio:.3g}; not measured)"
     if field == "precision":
         return (
             f"{plan.precision} cannot run on {device}: figures are {measured.precision} steps, "

@@ -279,7 +279,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="also measure this autocast precision (repeatable)",
     )
     parser.add_argument(
-        "--clips", type=int, help="measure at this many clips per device (forecast scaled by FLOPs)"
+        "--clips",
+        type=int,
+        help="measure at this many clips per device (step time then assumed linear in clips)",
     )
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     parser.add_argument("--no-track", action="store_true", help="do not log to MLflow")

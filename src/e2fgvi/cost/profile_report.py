@@ -17,9 +17,10 @@ from e2fgvi.atomic import write_json, write_text
 from e2fgvi.config import CostParams
 from e2fgvi.cost import budget
 from e2fgvi.cost.forecast import Forecast, StepSample, forecast, forecast_metrics, hours_unit
+from e2fgvi.cost.glossary import num
 from e2fgvi.cost.plan import Difference, Plan, StepShape, differences
 from e2fgvi.cost.report import forecast_lines
-from e2fgvi.cost.summary import Measured, device_kind
+from e2fgvi.cost.summary import RunCost, device_kind
 from e2fgvi.cost.switches import SwitchReport, markdown_lines
 from e2fgvi.measure.record import FrozenModel, RankRecord, Scalar
 
@@ -28,6 +29,13 @@ log = logging.getLogger(__name__)
 SYNTHETIC_NOTE = (
     "steps run on a fixed synthetic batch of the plan's shape: compute only, no data loading "
     "(the train stage's own record includes the data wait)"
+)
+
+
+WINDOW_NOTE = (
+    "the measuring window (cost.forecast.profile_warmup, profile_steps), prices and hardware peaks "
+    "are params.yaml's cost section, not the plan's: they describe this machine and your account, "
+    "not what you plan to train"
 )
 
 
@@ -51,7 +59,7 @@ class Measurement(FrozenModel):
     """One precision's profiling window: the step that ran, its figures, the meter's record."""
 
     step: StepShape
-    summary: Measured
+    summary: RunCost
     memory: MemoryProbe
     derivation: list[str]
     record: RankRecord
@@ -76,8 +84,8 @@ class ProfileReport(FrozenModel):
     switches: SwitchReport | None = None  # cost.switches, timed on this device
 
 
-def _budget_input(m: Measurement) -> budget.Measured:
-    return budget.Measured(
+def _budget_input(m: Measurement) -> budget.MeasuredSteps:
+    return budget.MeasuredSteps(
         precision=m.step.precision,
         sample=StepSample.from_rank(m.record),
         device_kind=m.summary.device_kind,
@@ -88,7 +96,7 @@ def _budget_input(m: Measurement) -> budget.Measured:
 
 
 def _notes(primary: Measurement) -> list[str]:
-    notes = [SYNTHETIC_NOTE]
+    notes = [SYNTHETIC_NOTE, WINDOW_NOTE]
     kind = primary.summary.device_kind
     if kind != "cuda":
         notes.append(
@@ -204,7 +212,7 @@ def _fmt(value) -> str:
 def _side_by_side(report: ProfileReport) -> list[str]:
     measured = report.measurements[0].step
     plan = report.plan
-    lines = ["| | plan | measured here |", "| --- | --- | --- |"]
+    lines = ["| Step and fleet | Plan | Measured here |", "| --- | --- | --- |"]
     lines += [
         f"| {field} | {_fmt(value)} | {_fmt(getattr(measured, field))} |"
         for field, value in plan.step.model_dump().items()
@@ -227,8 +235,9 @@ def _side_by_side(report: ProfileReport) -> list[str]:
 
 def _windows(report: ProfileReport) -> list[str]:
     lines = [
-        "| precision | clips/device | steps | step median (s) | p90 (s) | clips/s per device "
-        "| FLOPs/step | MFU | peak reserved (GB) | max clips/device |",
+        "| Precision | Clips per device | Steps measured | Step time, median (s) | Step time, "
+        "p90 (s) | Throughput per device (clips/s) | FLOPs per step | MFU (fraction) | GPU memory "
+        "reserved, peak (GiB) | Largest clips per device that fit |",
         "| " + " | ".join(["---"] * 10) + " |",
     ]
     for m in report.measurements:
@@ -248,47 +257,69 @@ def _switch_section(report: ProfileReport) -> list[str]:
     return ["## Speed switches on this device", "", *markdown_lines(report.switches), ""]
 
 
-def markdown(report: ProfileReport) -> str:
-    """The report for people: plan beside measured, forecast, budget table, windows, notes."""
-    fc = report.forecast
-    lines = [
-        f"# Profile of the plan {report.plan.source}",
-        "",
-        f"Measured on one {report.device_name} device; hours are {report.hours_unit}.",
-        "",
-        "## The plan and what was measured",
-        "",
-        *_side_by_side(report),
-        "",
-        "## Forecast of the plan",
-        "",
-        *(forecast_lines(fc) if fc is not None else [f"Not available: {report.forecast_note}"]),
-        "",
-        "## Budget",
-        "",
-        *budget.budget_lines(report.budget, report.hours_unit, fc.currency if fc else ""),
-        "",
-        "## On other device kinds (derived)",
-        "",
-        *(report.other_devices or ["Not computed."]),
-        "",
-        *_switch_section(report),
-        "## Measured windows",
-        "",
-        *_windows(report),
-        "",
-        "## Conditions",
-        "",
-        "| condition | value |",
-        "| --- | --- |",
-        *[f"| {k} | {_fmt(v)} |" for k, v in report.conditions.items()],
-        "",
-        "## Notes",
-        "",
-        *[f"- {note}" for note in report.notes],
+def summary_lines(report: ProfileReport) -> list[str]:
+    """The two or three sentences that answer "what will the plan cost, on what"."""
+    fc, plan = report.forecast, report.plan
+    step, schedule = plan.step, plan.schedule
+    what = (
+        f"The plan {plan.source} ({step.variant}, {step.width}x{step.height}, "
+        f"{schedule.iterations} iterations of global batch {schedule.global_batch} on "
+        f"{schedule.devices} device(s), {step.precision})"
+    )
+    if fc is None:
+        return [f"{what} could not be forecast: {report.forecast_note}.", ""]
+    derived = (
+        f", widened for the {len(fc.derivation)} derived figure(s) listed below"
+        if fc.derivation
+        else ""
+    )
+    w, d, m = fc.wall_h, fc.device_hours, fc.money
+    return [
+        f"{what} would take {num(w.mean)} h of wall time ({num(w.low)}–{num(w.high)}), "
+        f"{num(d.mean)} {fc.hours_unit} ({num(d.low)}–{num(d.high)}) and {num(m.mean)} "
+        f"{fc.currency} ({num(m.low)}–{num(m.high)}) on devices like this one "
+        f"({report.device_name}). It is a forecast from {fc.steps_measured} training steps "
+        "measured here; its band is the sampling noise of those steps (p10–p90 of a bootstrap)"
+        f"{derived}: it does not cover a change of machine or load.",
         "",
     ]
-    return "\n".join(lines)
+
+
+def _section(title: str, body: list[str]) -> list[str]:
+    return [f"## {title}", "", *body, ""]
+
+
+def _conditions_table(report: ProfileReport) -> list[str]:
+    rows = [f"| {k} | {_fmt(v)} |" for k, v in report.conditions.items()]
+    return ["| Condition | Value |", "| --- | --- |", *rows]
+
+
+def sections(report: ProfileReport) -> list[list[str]]:
+    """The report's sections in order: answer first, then tables, then details."""
+    fc = report.forecast
+    currency = fc.currency if fc else ""
+    return [
+        [f"# What the plan {report.plan.source} will cost", "", *summary_lines(report)],
+        _section(
+            f"Budget by device count ({report.hours_unit}, {currency})",
+            budget.budget_lines(report.budget, report.hours_unit, currency),
+        ),
+        _section(
+            "Forecast of the plan",
+            forecast_lines(fc) if fc is not None else [f"Not available: {report.forecast_note}"],
+        ),
+        _section("On other device kinds (derived)", report.other_devices or ["Not computed."]),
+        _switch_section(report),
+        _section("The plan and what was measured", _side_by_side(report)),
+        _section("Measured windows", _windows(report)),
+        _section("Conditions", _conditions_table(report)),
+        _section("Notes", [f"- {note}" for note in report.notes]),
+    ]
+
+
+def markdown(report: ProfileReport) -> str:
+    """The report for people: the answer, the budget, forecast, plan beside measured, details."""
+    return "\n".join(line for section in sections(report) for line in section)
 
 
 FILES = ("profile.json", "report.json", "profile.md")

@@ -37,7 +37,7 @@ class Sessions(FrozenModel):
     cpu_time_s: float
 
 
-class Measured(FrozenModel):
+class RunCost(FrozenModel):
     """The measured figures of the report (``cost/…`` metrics; None: not measured here)."""
 
     device_names: list[str]
@@ -81,7 +81,7 @@ class Measured(FrozenModel):
 class CostReport(FrozenModel):
     """The cost stage's report (``cost.json``): measured figures, forecast, conditions, notes."""
 
-    measured: Measured
+    measured: RunCost
     forecast: Forecast | None
     forecast_note: str
     conditions: dict[str, Scalar]
@@ -149,7 +149,7 @@ def _money(device_hours: float, energy_kwh: float | None, price_per_hour: float,
     }
 
 
-def summarise(record: CostRecord, cfg: CostParams, precision: str) -> Measured:
+def summarise(record: CostRecord, cfg: CostParams, precision: str) -> RunCost:
     """Cost figures of a gathered record (all its sessions) under ``cfg``'s prices and peaks."""
     totals = record.totals
     kind = device_kind(record.ranks)
@@ -160,7 +160,7 @@ def summarise(record: CostRecord, cfg: CostParams, precision: str) -> Measured:
     steady_h = step_s * devices(totals) / 3600.0 if step_s else None
     overhead = totals.overhead_fraction
     price = price_per_device_hour(cfg, kind)
-    return Measured(
+    return RunCost(
         device_names=totals.device_names,
         device_kind=kind,
         hours_unit=hours_unit(kind),
@@ -205,7 +205,7 @@ METRIC_KEYS = (
 )  # fmt: skip
 
 
-def summary_metrics(measured: Measured) -> dict[str, float | None]:
+def summary_metrics(measured: RunCost) -> dict[str, float | None]:
     """The measured figures as flat numbers (None: not measured here)."""
     return {key: getattr(measured, key) for key in METRIC_KEYS}
 
@@ -254,23 +254,25 @@ def build_report(
     rng: np.random.Generator,
     schedule: Schedule | None = None,
 ) -> CostReport:
-    """Measured figures, the forecast of ``schedule`` from this record's own steps, and notes.
+    """Measured figures, notes, and a forecast only of what did not run.
 
-    ``schedule`` defaults to the measured one at its own length (the record's steps).
+    A run that finished ``schedule`` (or, without one, any run) is reported as measured: its
+    figures are what it cost, not a forecast. A run that stopped before ``schedule.iterations``
+    also gets the forecast of the whole schedule from its own steps.
     """
     ranks = record.ranks
     slowest = max(ranks, key=lambda r: r.step_s.mean or 0.0)
     measured = summarise(record, cfg, precision)
     forecast_result, note = None, ""
-    if slowest.steps.measured == 0:
+    if schedule is None or measured.steps_total >= schedule.iterations:
+        note = (
+            f"the run finished its schedule ({measured.steps_total} iterations): every figure "
+            "is measured, none forecast"
+        )
+    elif slowest.steps.measured == 0:
         note = f"no measured steps (all {slowest.steps.total} steps were warm-up)"
     else:
         sample = StepSample.from_rank(slowest)
-        schedule = schedule or Schedule(
-            iterations=measured.steps_total,
-            devices=measured.devices,
-            global_batch=record.totals.clips_per_step,
-        )
         forecast_result = forecast(
             sample,
             cfg,

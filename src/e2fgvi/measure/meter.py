@@ -216,6 +216,9 @@ class CostMeter:
     def metrics_for_step(self, timing: StepTiming) -> dict[str, float]:
         """Per-step timing figures for MLflow (``cost/…``).
 
+        ``cost/step_clips_per_s`` is one step's throughput: the global batch (every rank's
+        clips) over this step's wall time; the run's ``clips_per_s`` is over all measured steps.
+
         Raw GPU samples (utilisation, memory, power) are not among them: MLflow's System metrics
         tab carries those (``e2fgvi.tracking.system``); the meter keeps the job's own GPU's
         energy and power statistics for the cost record.
@@ -227,7 +230,8 @@ class CostMeter:
             "cost/compute_s": timing.compute_s,
         }
         if timing.total_s > 0:
-            metrics["cost/clips_per_s"] = self.clips_per_step / timing.total_s
+            global_clips = self.clips_per_step * _rank()[1]
+            metrics["cost/step_clips_per_s"] = global_clips / timing.total_s
         self.overhead_main_s += time.perf_counter() - t0
         return metrics
 

@@ -45,6 +45,16 @@ def _memory(ranks: list[RankRecord], key: str) -> float | None:
     return _max_or_none([getattr(r.torch_memory, key) if r.torch_memory else None for r in ranks])
 
 
+def _throughput(ranks: list[RankRecord]) -> float | None:
+    """Clips per second: every rank's clips per step over the slowest rank's mean step time.
+
+    The mean (not the median) so that clips/s x measured time = clips trained; the slowest
+    rank, because DDP steps end together.
+    """
+    mean = _max_or_none([r.step_s.mean for r in ranks])
+    return sum(r.clips_per_step for r in ranks) / mean if mean else None
+
+
 def totals(ranks: list[RankRecord]) -> Totals:
     """Run-level figures: the slowest rank's step time, summed throughput and energy."""
     gpu_energy, sources = _gpu_energy(ranks)
@@ -62,7 +72,7 @@ def totals(ranks: list[RankRecord]) -> Totals:
         step_s_mean=_max_or_none([r.step_s.mean for r in ranks]),
         data_wait_s_median=_max_or_none([r.data_wait_s.median for r in ranks]),
         compute_s_median=_max_or_none([r.compute_s.median for r in ranks]),
-        clips_per_s=sum_or_none([r.clips_per_s for r in ranks]),
+        clips_per_s=_throughput(ranks),
         flops_per_step=sum_or_none([r.flops_per_step for r in ranks]),
         gpu_energy_j=gpu_energy,
         energy_sources=sources,

@@ -1,9 +1,9 @@
-"""DVC stage ``cost``: what the training run cost, the forecast of its own schedule, the report.
+"""DVC stage ``cost``: what the training run cost, measured, as a report for people and machines.
 
 Reads the meter's gathered record and the run's own params dump, writes the report (flat DVC
 metrics, the whole report as JSON and Markdown, CSV data plots) and logs the same into the
-experiment's MLflow run. The forecast is of the configuration that ran, at its own
-``train.iterations`` on its own devices; what another plan would cost is ``profile``'s report.
+experiment's MLflow run. Only a run that stopped before its ``train.iterations`` also gets a
+forecast (of its whole schedule); what another plan would cost is ``profile``'s report.
 """
 
 from __future__ import annotations

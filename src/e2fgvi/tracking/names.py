@@ -29,6 +29,7 @@ MEASURED = {
     "energy_kwh": "energy_kwh",
     "wall_h": "wall_hours",
     "step_time_median_s": "step_time_median_s",
+    "clips_per_s": "clips_per_s",
     "clips_per_s_per_device": "clips_per_s_per_device",
     "mfu": "mfu",
     "peak_allocated_gb": "peak_allocated_gb",
@@ -48,9 +49,7 @@ STEP = {
     "cost/step_s": "step/time_s",
     "cost/data_wait_s": "step/data_wait_s",
     "cost/compute_s": "step/compute_s",
-    "cost/clips_per_s": "step/clips_per_s",
     "cost/step_clips_per_s": "step/clips_per_s",
-    "perf/clips_per_s": "step/clips_per_s",
     "guard/skipped_updates": "step/skipped_updates",
 }
 

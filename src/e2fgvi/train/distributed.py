@@ -21,7 +21,7 @@ from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
 
 from e2fgvi.config import TrainParams
 from e2fgvi.devices import pick_device
-from e2fgvi.errors import UserError
+from e2fgvi.errors import REFUSED, UserError
 
 log = logging.getLogger(__name__)
 
@@ -87,9 +87,10 @@ def torchrun_command(
 def launch(command: list[str]) -> int:
     """Run ``torchrun_command``'s command in this process, which becomes torchrun's agent.
 
-    Returns the job's exit status: 0, or the first failed worker's (2 for a refused job, as
+    Returns the job's exit status: 0, or the first failed worker's (1 for a refused job, as
     without torchrun). A worker's error is its own log lines; this adds one line in place of
-    torchrun's traceback, none for a refusal (status 2: the worker's one line says it all).
+    torchrun's traceback, none for status 1 (a refusal's one line, or a crash's own traceback,
+    says it all).
     """
     # By default torchrun's agents hand their workers one TCP store for the whole job. After a
     # restart in which one node counted a failure and another only a membership change, the
@@ -101,7 +102,7 @@ def launch(command: list[str]) -> int:
         torchrun.run(torchrun.parse_args(command[1:]))
     except ChildFailedError as failed:
         rank, failure = failed.get_first_failure()
-        if failure.exitcode != 2:
+        if failure.exitcode != REFUSED:
             how = (
                 f"was killed by signal {-failure.exitcode}"
                 if failure.exitcode < 0

@@ -92,8 +92,6 @@ def _loop(ctx: TrainContext, paths: TrainPaths) -> dict[str, Any] | None:
             # The first step is a warm-up step anyway: counting its FLOPs costs no measurement.
             result = _counted_step(ctx, clips) if step == start + 1 else ctx.step(clips)
         timing = meter.end_step(step)
-        if not timing.warmup:
-            ctx.session.step_times.append(timing.total_s)
         averager.add(result.values)
         _guard(ctx, result, step)
         bar.update(1)
@@ -162,7 +160,6 @@ def _log_step(
         means["lr/generator"] = nets.gen_optimizer.param_groups[0]["lr"]
         if nets.dis_optimizer is not None:
             means["lr/discriminator"] = nets.dis_optimizer.param_groups[0]["lr"]
-    means["perf/clips_per_s"] = cfg.batch_size / max(timing.total_s, 1e-9)
     means["guard/skipped_updates"] = float(state.meta.get("skipped_updates", 0))
     means |= ctx.meter.metrics_for_step(timing)
     state.run.log_metrics(tracking.names.step_metrics(means), step=step)

@@ -20,10 +20,9 @@ import logging
 import math
 import shutil
 import signal
-import statistics
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -100,7 +99,6 @@ class Session:
     meta: dict[str, Any]
     run: Any = None
     history: History | None = None
-    step_times: list[float] = field(default_factory=list)
 
     @property
     def cost_file(self) -> Path:
@@ -268,15 +266,15 @@ def finish(ctx: TrainContext, paths: TrainPaths, record: CostRecord) -> dict[str
     _remember_run(session)
     write_json(paths.run_record, run_record(session.run))
     _drop_stale_stashes(paths, session.run)
-    times = session.step_times
-    median = statistics.median(times) if times else None
     last = session.history.last()
+    # The figures shared with the cost report come from the same record (the cost glossary).
+    totals = record.totals
     return {
         "iterations": params.train.iterations,
         "resumed_from": session.start,
-        "measured_steps": len(times),
-        "step_time_median_s": median,
-        "clips_per_s": params.train.batch_size / median if median else None,
+        "steps_measured": totals.steps_measured,
+        "step_time_median_s": totals.step_s_median,
+        "clips_per_s": totals.clips_per_s,
         "skipped_updates": session.meta.get("skipped_updates", 0),
         # A diverged run's last losses are NaN; DVC metrics are strict JSON, so they become null.
         **{
