@@ -22,7 +22,12 @@ import time
 from pathlib import Path
 
 import yaml
-from reproducibility import ROOT, Variant, _run, train_variant
+from reproducibility import ROOT, Variant, _run, read_history, train_variant
+
+from e2fgvi.train.session import loss_means
+from e2fgvi.train.telemetry import History
+from e2fgvi.verify.tolerances import load_tolerances
+from e2fgvi.verify.verdict import FAIL, judge_all, passed
 
 _AVX2 = {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2"}
 _SSE = {"ATEN_CPU_CAPABILITY": "default", "ONEDNN_MAX_CPU_ISA": "SSE41"}
@@ -67,21 +72,87 @@ def run_machine(work: Path, data: Path, variant: Variant, iterations: int) -> di
     }
 
 
-def spread_table(machines: dict[str, dict]) -> str:
-    """Per metric: each machine's value and the largest difference between any two."""
-    first = next(iter(machines.values()))
-    keys = [f"train.json:{k}" for k in sorted(first["train"])]
-    keys += [f"eval/metrics.json:{k}" for k in ("psnr", "ssim")]
-    lines = ["metric".ljust(40) + "".join(f"{n[:13]:>14}" for n in machines) + "  max diff"]
-    for key in keys:
-        file, name = key.split(":")
-        part = "train" if file == "train.json" else "eval"
-        values = [m[part].get(name) for m in machines.values()]
-        if not all(isinstance(v, (int, float)) for v in values):
-            continue
-        cells = "".join(f"{v:>14.6g}" for v in values)
-        lines.append(f"{key:<40}{cells}  {max(values) - min(values):.3g}")
+# Measured elsewhere and reported to the project: a 2-core AMD EPYC with AVX2 and no AVX-512,
+# `make repro` on a fresh clone (venv and image alike); only these figures were reported.
+EXTERNAL = {
+    "what": "external: AMD EPYC, AVX2 without AVX-512, 2 cores (reported, not run here)",
+    "train": {"loss_discriminator_real": 0.8257},
+    "eval": {"psnr": 22.7417, "ssim": 0.83010},
+}
+
+
+def committed() -> dict:
+    """The committed results as a machine entry (made on this machine kind, default settings)."""
+    reports = ROOT / "reports"
+    return {
+        "what": "committed reports/ (this CPU, default settings)",
+        "train": json.loads((reports / "train.json").read_text()),
+        "eval": json.loads((reports / "eval" / "metrics.json").read_text()),
+        "history": read_history(reports / "train_loss.csv"),
+    }
+
+
+def flat_metrics(machine: dict, iterations: int) -> dict[str, dict[str, object]]:
+    """What verify compares, as DVC names it: train.json (loss_mean from the history) and eval."""
+    train = {k: v for k, v in machine["train"].items() if not isinstance(v, dict)}
+    if machine.get("history"):
+        history = History(Path("/nonexistent"), 0)
+        history.rows = [{k: v for k, v in r.items()} for r in machine["history"]]
+        means = loss_means(history, iterations)
+        train |= {f"loss_mean.{k}": v for k, v in means.items()}
+    scored = {k: machine["eval"][k] for k in ("psnr", "ssim") if k in machine["eval"]}
+    return {"reports/train.json": train, "reports/eval/metrics.json": scored}
+
+
+def spread_table(machines: dict[str, dict], iterations: int) -> str:
+    """Per metric: the committed value, each machine's difference, the largest relative one."""
+    flats = {name: flat_metrics(m, iterations) for name, m in machines.items()}
+    base = flats["committed"]
+    names = [n for n in flats if n != "committed"]
+    lines = ["metric".ljust(44) + f"{'committed':>12}" + "".join(f"{n[:12]:>13}" for n in names)
+             + "  max |rel|"]  # fmt: skip
+    for path, values in base.items():
+        for key, old in values.items():
+            if not isinstance(old, float) or key.startswith(("step_", "clips_")):
+                continue
+            rels = [(flats[n][path].get(key), n) for n in names]
+            cells = "".join(
+                f"{(new - old) / abs(old):>+13.2%}" if new is not None else f"{'-':>13}"
+                for new, _ in rels
+            )
+            worst = max((abs(new - old) / abs(old) for new, _ in rels if new is not None),
+                        default=0.0)  # fmt: skip
+            lines.append(f"{path.split('/')[-1]}:{key}".ljust(44) + f"{old:>12.6g}{cells}"
+                         f"  {worst:.2%}")  # fmt: skip
     return "\n".join(lines)
+
+
+def verdicts(machines: dict[str, dict], iterations: int) -> str:
+    """Each machine judged against the committed results by verify.yaml, as verify would."""
+    tolerances = load_tolerances(ROOT / "verify.yaml")
+    base = flat_metrics(machines["committed"], iterations)
+    lines = []
+    for name, machine in machines.items():
+        now = flat_metrics(machine, iterations)
+        diff = {p: {k: {"old": v, "new": now[p].get(k)} for k, v in values.items()
+                    if k in now[p]} for p, values in base.items()}  # fmt: skip
+        rows = judge_all(diff, tolerances)
+        failed = [f"{r.metric.split(':')[1]} {r.diff:.4g} > {r.tolerance}" for r in rows
+                  if r.verdict == FAIL]  # fmt: skip
+        verdict = "REPRODUCED" if passed(rows) else "NOT REPRODUCED: " + "; ".join(failed)
+        lines.append(f"{name:<16} {len(rows)} metrics judged: {verdict}")
+    return "\n".join(lines)
+
+
+def report(out: dict) -> str:
+    machines = {"committed": committed(), **out["machines"], "external-avx2": EXTERNAL}
+    iterations = out["iterations"]
+    return (
+        f"{out['cpu']}; {iterations} iterations of the sample profile; differences relative to "
+        f"the committed value\n{spread_table(machines, iterations)}\n\n"
+        f"verify.yaml against the committed results (the metrics each machine has)\n"
+        f"{verdicts(machines, iterations)}"
+    )
 
 
 def main() -> None:
@@ -93,7 +164,7 @@ def main() -> None:
     parser.add_argument("--table", type=Path, help="only print the table of a --json file")
     args = parser.parse_args()
     if args.table:
-        print(spread_table(json.loads(args.table.read_text())["machines"]))
+        print(report(json.loads(args.table.read_text())))
         return
     from sample_data import prepared_sample
 
@@ -101,10 +172,8 @@ def main() -> None:
 
     work = args.work.resolve()
     data = prepared_sample(work, load_params(ROOT / "params.yaml"))
-    cpu = next(
-        (line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if "model name" in line),
-        "unknown",
-    )
+    cpuinfo = Path("/proc/cpuinfo").read_text().splitlines()
+    cpu = next((x.split(":", 1)[1].strip() for x in cpuinfo if "model name" in x), "unknown")
     out = {"cpu": cpu, "iterations": args.iterations, "machines": {}}
     params = yaml.safe_load((ROOT / "params.yaml").read_text())["train"]
     out["profile"] = {k: params[k] for k in ("width", "height", "num_local_frames", "lr")}
@@ -114,7 +183,7 @@ def main() -> None:
         args.json.write_text(json.dumps(out, indent=1) + "\n")
         done = out["machines"][variant.name]
         print(f"{variant.name}: {done['train']} {done['eval']}", file=sys.stderr, flush=True)
-    print(spread_table(out["machines"]))
+    print(report(out))
 
 
 if __name__ == "__main__":
