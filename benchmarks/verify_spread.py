@@ -25,7 +25,6 @@ import yaml
 from reproducibility import ROOT, Variant, _run, read_history, train_variant
 
 from e2fgvi.train.session import loss_means
-from e2fgvi.train.telemetry import History
 from e2fgvi.verify.tolerances import load_tolerances
 from e2fgvi.verify.verdict import FAIL, judge_all, passed
 
@@ -96,9 +95,7 @@ def flat_metrics(machine: dict, iterations: int) -> dict[str, dict[str, object]]
     """What verify compares, as DVC names it: train.json (loss_mean from the history) and eval."""
     train = {k: v for k, v in machine["train"].items() if not isinstance(v, dict)}
     if machine.get("history"):
-        history = History(Path("/nonexistent"), 0)
-        history.rows = [{k: v for k, v in r.items()} for r in machine["history"]]
-        means = loss_means(history, iterations)
+        means = loss_means(machine["history"], iterations)
         train |= {f"loss_mean.{k}": v for k, v in means.items()}
     scored = {k: machine["eval"][k] for k in ("psnr", "ssim") if k in machine["eval"]}
     return {"reports/train.json": train, "reports/eval/metrics.json": scored}

@@ -79,13 +79,6 @@ class History:
     def last(self) -> dict[str, float]:
         return {k: float(v) for k, v in self.rows[-1].items() if v != ""} if self.rows else {}
 
-    def mean_from(self, first_step: int) -> dict[str, float]:
-        """Each column's mean over the rows of ``first_step`` and later (blank cells left out)."""
-        rows = [r for r in self.rows if int(r["step"]) >= first_step]
-        keys = dict.fromkeys(k for r in rows for k in r if k != "step")
-        values = {k: [float(r[k]) for r in rows if r.get(k, "") != ""] for k in keys}
-        return {k: sum(v) / len(v) for k, v in values.items() if v}
-
 
 def open_run(
     params: Params, mlruns: Path, spool: Path, run_id: str | None, tags: dict[str, Any]
