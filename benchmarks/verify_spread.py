@@ -37,7 +37,7 @@ MACHINES = (
     Variant("threads-1", env={"OMP_NUM_THREADS": "1"}, what="1 intra-op thread"),
     Variant("avx2", env=_AVX2, what="an AVX2 CPU without AVX-512 (ATen and oneDNN at AVX2)"),
     Variant("threads-4", env={"OMP_NUM_THREADS": "4"}, what="4 intra-op threads"),
-    Variant("sse", env=_SSE, what="a CPU without AVX (ATen without SIMD, oneDNN at SSE4.1)"),
+    Variant("no-simd", env=_SSE, what="a CPU without AVX (ATen without SIMD, oneDNN at SSE4.1)"),
     Variant("onednn-off", mkldnn=False, what="torch.backends.mkldnn.enabled = False"),
     Variant("avx2-threads-1", env={**_AVX2, "OMP_NUM_THREADS": "1"}, what="AVX2, 1 thread"),
     Variant("threads-8", env={"OMP_NUM_THREADS": "8"}, what="8 intra-op threads"),
