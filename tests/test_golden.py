@@ -10,7 +10,7 @@ losses by far more: a different mask, frame or update order changes them in the 
 The discriminator's hinge losses are 1 plus or minus the mean of its logits, which are of order
 1e-3 here: a relative 1e-3 on the half-sum does not see the fake term's sign flipped (step 1's
 half-sum moves by 9e-4), so its two parts (real, fake) and their half-sum are compared to an
-absolute 1e-5 instead (``DISCRIMINATOR_ABS``), and a test proves that this flipped hinge fails.
+absolute 1e-4 instead (``DISCRIMINATOR_ABS``), and a test proves that this flipped hinge fails.
 
 Regenerate, only for an intended change of the training numerics:
 ``E2FGVI_UPDATE_GOLDEN=1 .venv/bin/python -m pytest tests/test_golden.py``.
@@ -54,9 +54,10 @@ KEYS = (
 )
 
 
-# These 4 steps with ATen and oneDNN at AVX2 instead of AVX-512 moved the hinge parts by at most
-# 6e-8 (docs/reproducibility.md); the one-line change below moves step 1's fake part by 1.8e-3.
-DISCRIMINATOR_ABS = 1e-5
+# These 4 steps moved the hinge parts by at most 6e-8 with ATen and oneDNN at AVX2 instead of
+# AVX-512 and 5.5e-6 with oneDNN off (docs/reproducibility.md); the one-line change below moves
+# step 1's fake part by 1.8e-3. 1e-4 lies about 18x from each.
+DISCRIMINATOR_ABS = 1e-4
 # The fake term's sign flipped, a one-line slip in the hinge loss: relu(1 - D(fake)).
 MUTANT_HINGE = """
 import torch.nn.functional as F
