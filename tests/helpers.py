@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import os
 import shutil
 import signal
@@ -84,6 +85,28 @@ def train_env(**extra: str) -> dict[str, str]:
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "PATH": path}
     env.pop("MLFLOW_TRACKING_URI", None)
     return {**env, **extra}
+
+
+_LAUNCH_PATCHED = """
+import runpy, sys
+sys.argv = sys.argv[1:]
+runpy.run_module("e2fgvi.stages.train", run_name="__main__", alter_sys=True)
+"""
+
+
+def run_train(
+    folder: Path, data: Path, patch: str = "", env: dict | None = None, **overrides
+) -> dict[str, object]:
+    """The train stage to its end in ``folder`` (the repository's params with ``overrides``);
+    ``patch`` is Python run first in the stage's process (a monkeypatch). Returns train.json."""
+    write_params(folder, **overrides)
+    command = train_command(data)
+    if patch:
+        command[1:3] = ["-c", patch + _LAUNCH_PATCHED, "e2fgvi.stages.train"]
+    done = subprocess.run(command, cwd=folder, env=env or train_env(), capture_output=True,
+                          text=True)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads((folder / "train.json").read_text())
 
 
 def start_train(folder: Path, data: Path, env: dict | None = None, **overrides) -> subprocess.Popen:

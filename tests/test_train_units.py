@@ -199,6 +199,7 @@ def test_final_figures_of_a_diverged_run_are_strict_json(tmp_path, params, monke
     ctx = session.TrainContext(params, None, nets, meter, state)
     figures = session.finish(ctx, paths, meter.gather(meter.stop()))
     assert figures["loss_generator"] is None and figures["loss_hole"] == 0.5
+    assert figures["loss_mean"] == {"from_step": 31, "generator": None, "hole": 0.5}
     assert figures["skipped_updates"] == 3
     write_json(tmp_path / "train_metrics.json", figures)  # raised ValueError on NaN
 

@@ -72,7 +72,7 @@ def test_a_rerun_on_the_same_machine_is_reproduced(committed):
     assert done.returncode == 0, (out + done.stderr)[-4000:]
     assert "HEAD (committed) vs rerun (now)" in out and out.rstrip().endswith("REPRODUCED")
     rows = {line.split()[0]: line for line in out.splitlines() if line.startswith("reports/")}
-    for metric in ("reports/eval/metrics.json:psnr", "reports/train.json:loss_generator",
+    for metric in ("reports/eval/metrics.json:psnr", "reports/train.json:loss_mean.generator",
                    "reports/data.json:train_frames", "reports/train.json:iterations"):  # fmt: skip
         assert rows[metric].rstrip().endswith("PASS"), rows[metric]
     assert (committed / "reports" / "eval" / "metrics.json").read_bytes() == before

@@ -36,9 +36,16 @@ def flow_loss(pred_flows: tuple[Tensor, Tensor], gt_flows: tuple[Tensor, Tensor]
     return F.l1_loss(pred_flows[0], gt_flows[0]) + F.l1_loss(pred_flows[1], gt_flows[1])
 
 
+def discriminator_hinge_terms(real_logits: Tensor, fake_logits: Tensor) -> dict[str, Tensor]:
+    """'real': mean relu(1 - D(real)), 'fake': mean relu(1 + D(fake)), 'total': half the sum."""
+    real = F.relu(1 - real_logits).mean()
+    fake = F.relu(1 + fake_logits).mean()
+    return {"real": real, "fake": fake, "total": 0.5 * (real + fake)}
+
+
 def discriminator_hinge_loss(real_logits: Tensor, fake_logits: Tensor) -> Tensor:
     """0.5 * (mean relu(1 - D(real)) + mean relu(1 + D(fake)))."""
-    return 0.5 * (F.relu(1 - real_logits).mean() + F.relu(1 + fake_logits).mean())
+    return discriminator_hinge_terms(real_logits, fake_logits)["total"]
 
 
 def generator_adversarial_loss(fake_logits: Tensor) -> Tensor:

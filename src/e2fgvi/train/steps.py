@@ -74,10 +74,8 @@ def discriminator_step(
     with autocast():
         real = discriminator(clips.frames)
         fake = discriminator(out.comp.detach())
-    d_real = torch.relu(1 - real.float()).mean()
-    d_fake = torch.relu(1 + fake.float()).mean()
-    loss = losses.discriminator_hinge_loss(real.float(), fake.float())
-    return {"loss": loss, "real": d_real.detach(), "fake": d_fake.detach()}
+    terms = losses.discriminator_hinge_terms(real.float(), fake.float())
+    return {"loss": terms["total"], "real": terms["real"].detach(), "fake": terms["fake"].detach()}
 
 
 def generator_step(
@@ -89,17 +87,14 @@ def generator_step(
     autocast: Callable[[], Any],
 ) -> dict[str, Tensor]:
     """Weighted sum of hole, valid, flow and (with D, just updated) adversarial losses."""
-    terms = {
-        "hole": weights.hole_weight * losses.hole_loss(out.pred, clips.frames, clips.masks),
-        "valid": weights.valid_weight * losses.valid_loss(out.pred, clips.frames, clips.masks),
-        "flow": weights.flow_weight * losses.flow_loss(out.flows, teacher_flows),
-    }
+    fake = None
     if discriminator is not None:
         with autocast():
-            fake = discriminator(out.comp)
-        adversarial = losses.generator_adversarial_loss(fake.float())
-        terms["adversarial"] = weights.adversarial_weight * adversarial
-    total = torch.stack(list(terms.values())).sum()
+            fake = discriminator(out.comp).float()
+    terms = losses.generator_loss_terms(
+        out.pred, clips.frames, clips.masks, out.flows, teacher_flows, fake, weights
+    )
+    total = terms.pop("total")
     return {"loss": total, **{k: v.detach() for k, v in terms.items()}}
 
 
