@@ -70,8 +70,8 @@ def test_rerun_keeps_finished_videos_and_recovers_from_an_interruption(raw, tmp_
         return real(data, where, cfg)
 
     monkeypatch.setattr(prepare_module, "_convert", dies_on_the_second_video)
-    with pytest.raises(KeyboardInterrupt):
-        prepare_dataset(raw, out, KEEP, min_train_frames=2)
+    with pytest.raises(KeyboardInterrupt):  # in this process: worker processes miss the patch
+        prepare_dataset(raw, out, KEEP, min_train_frames=2, workers=1)
     # Nothing a later stage could take; the finished video waits in the work folder.
     assert sorted(p.name for p in out.iterdir()) == [".JPEGImages.partial"]
     work = out / ".JPEGImages.partial"

@@ -143,8 +143,8 @@ class _Converter:
         self.cfg = cfg
         self.pool = None
         if workers > 1:
-            # fork: workers start in milliseconds and see this module as it is (tests patch it).
-            context = multiprocessing.get_context("fork")
+            # spawn, not fork: a child forked after OpenCV's thread pool ran can hang for good.
+            context = multiprocessing.get_context("spawn")
             self.pool = ProcessPoolExecutor(workers, context, initializer=_start_worker)
 
     def submit(self, payloads: list[tuple[bytes, str]]) -> Future[_Converted]:
@@ -306,8 +306,9 @@ def prepare_dataset(
         converter = _Converter(cfg, workers)
         stack.callback(converter.close)
         # Two videos per worker in flight: the reading never waits, memory stays a few videos.
+        window = 2 * workers if workers > 1 else 0
         for split, source in sources.items():
-            stats[split] = _convert_split(source, work, converter, 2 * workers, f"prepare {split}")
+            stats[split] = _convert_split(source, work, converter, window, f"prepare {split}")
     _remove_stale(work, {video for split in stats.values() for video in split})
     indexes = {split: {v: s.frames for v, s in videos.items()} for split, videos in stats.items()}
     for split, index in indexes.items():
