@@ -143,8 +143,10 @@ class _Converter:
         self.cfg = cfg
         self.pool = None
         if workers > 1:
-            # spawn, not fork: a child forked after OpenCV's thread pool ran can hang for good.
-            context = multiprocessing.get_context("spawn")
+            # forkserver, not fork: a child forked after OpenCV's thread pool ran can hang for
+            # good; the server imports only this module (not the caller's), then forks quickly.
+            context = multiprocessing.get_context("forkserver")
+            context.set_forkserver_preload([__name__])
             self.pool = ProcessPoolExecutor(workers, context, initializer=_start_worker)
 
     def submit(self, payloads: list[tuple[bytes, str]]) -> Future[_Converted]:
