@@ -32,6 +32,8 @@ from e2fgvi.train.steps import Clips, StepResult
 
 # The batch's shape: (batch, frames, 3, h, w); tiny, so a sample strip is a few hundred bytes.
 CLIP_HW = 4
+# Seconds each stand-in step sleeps: tests slow a short run down so that a kill lands inside it.
+STEP_SLEEP_S = float(os.environ.get("STANDIN_STEP_S", "0"))
 
 
 def build_nets(params: Params, spynet: Path | None, world: World) -> netlib.Nets:
@@ -58,6 +60,8 @@ def train_step(nets: netlib.Nets, clips: Clips, params: Params, world: World) ->
     """A deterministic update of each stand-in's weights (no autograd); losses from both."""
     if marker := os.environ.pop("STANDIN_FIRST_STEP", ""):  # when the first iteration began
         Path(marker).write_text(repr(time.time()))
+    if STEP_SLEEP_S:
+        time.sleep(STEP_SLEEP_S)
     x = clips.frames.flatten()[:4]
     with torch.no_grad():
         g = (nets.generator.weight.sum(0) - x).square().mean()
