@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import threading
@@ -50,9 +51,15 @@ def _frames(scene: np.ndarray, count: int, width: int, height: int, quality: int
 def build_archives(
     folder: Path, train: int, test: int, size: tuple[int, int], seed: int, frames: int | None
 ) -> dict[str, object]:
-    """``train_all_frames.zip`` / ``test_all_frames.zip`` in the release layout; their figures."""
+    """``train_all_frames.zip`` / ``test_all_frames.zip`` in the release layout; their figures.
+
+    Archives already in ``folder`` from an earlier run with the same arguments are reused.
+    """
     folder.mkdir(parents=True, exist_ok=True)
     width, height = size
+    done = folder / f"built-{train}-{test}-{width}x{height}-{seed}-{frames}.json"
+    if done.exists():
+        return json.loads(done.read_text())
     total_frames = 0
     for split, count in (("train", train), ("test", test)):
         stem = ARCHIVES[split]
@@ -70,7 +77,9 @@ def build_archives(
                 total_frames += length
         os.replace(tmp, folder / f"{stem}.zip")
     archive_bytes = sum((folder / f"{s}.zip").stat().st_size for s in ARCHIVES.values())
-    return {"videos": train + test, "frames": total_frames, "archive_bytes": archive_bytes}
+    built = {"videos": train + test, "frames": total_frames, "archive_bytes": archive_bytes}
+    done.write_text(json.dumps(built))
+    return built
 
 
 def _tree_rss(root: int) -> tuple[int, int]:

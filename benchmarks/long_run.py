@@ -109,7 +109,12 @@ class Child:
                 self.killed = self.proc.returncode == -signal.SIGKILL
                 self.log.close()
                 return step
-            time.sleep(every_s)
+            if len(self.samples) % 60 == 1:  # progress in the log as the run goes
+                t, _, rss = self.samples[-1]
+                print(f"  t={t:7.0f} s  iteration {step:7d}  RSS {rss / MB:7.1f} MB"
+                      f"  (load {load()})", flush=True)  # fmt: skip
+            near = kill_at is not None and step >= kill_at - 20_000  # then poll often: land it
+            time.sleep(0.02 if near else every_s)
         self.log.close()
         if self.proc.returncode:
             raise SystemExit(f"stand-in training failed ({self.proc.returncode}): see child.log")
@@ -199,6 +204,8 @@ def long_run(work: Path, iterations: int, kill_at: int, every_s: float) -> None:
     seconds_per_it = _rate(first.samples)
     second = Child(params_file, work, work / "first_step_2")
     second.watch(work, None, every_s)
+    if not (work / "first_step_2").exists():
+        raise SystemExit("the kill came after the last iteration: lower --kill-at")
     resumed_in = float((work / "first_step_2").read_text()) - second.started
     print(f"resume after the kill: first iteration after {resumed_in:.1f} s (process start, "
           f"imports, checkpoint load, MLflow re-attach); finished in "

@@ -62,11 +62,16 @@ def _scratch_project(repo: Path, archives: Path) -> dict[str, str]:
     subprocess.run([VENV_BIN / "dvc", "init", "-q"], cwd=repo, check=True, env=env)
     shutil.copy(ROOT / ".dvc" / "config", repo / ".dvc" / "config")
     params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["prepare"] = _official_prepare()  # the user's run: the official plan's prepare
     params["data"]["source"] = "local"
     for split, stem in ARCHIVES.items():
         params["data"][split] = {"location": str(archives / f"{stem}.zip"), "sha256": "", "size": 0}
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     return env
+
+
+def _official_prepare() -> dict:
+    return yaml.safe_load((ROOT / "params.official.yaml").read_text())["prepare"]
 
 
 def _dvc(repo: Path, env: dict[str, str], *args: str):
@@ -144,7 +149,7 @@ def real_slice(work: Path, train: int, test: int, frames: int, seed: int) -> Non
     archives = work / "archives-real"
     built = build_archives(archives, train, test, (1280, 720), seed, frames)
     megabytes = built["archive_bytes"] / 1e6
-    cfg = load_params(ROOT / "params.yaml").prepare
+    cfg = PrepareParams(**_official_prepare())
     print(f"\n== real-size slice: {train} + {test} videos x {frames} frames of 1280x720, "
           f"{megabytes:.0f} MB; prepare.resize {cfg.resize}, {workers_here()} cores")  # fmt: skip
     outs = {}
