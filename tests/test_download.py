@@ -8,12 +8,19 @@ import socket
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import pytest
 
 from e2fgvi.config import HttpParams, PretrainedFile
 from e2fgvi.data import download
-from e2fgvi.data.download import fetch, fetch_weight, name_hash_prefix, place_local
+from e2fgvi.data.download import (
+    fetch,
+    fetch_weight,
+    name_hash_prefix,
+    place_local,
+    warn_if_cache_copies,
+)
 from e2fgvi.errors import UserError
 
 PAYLOAD = bytes(range(256)) * 4096 + b"tail"  # ~1 MiB, not a multiple of the chunk size
@@ -251,3 +258,23 @@ def test_a_full_disk_is_one_line_and_keeps_the_partial_download_for_the_rerun(se
         " there, then rerun"
     )
     assert done.files[partial] == ["train_all_frames.zip.part"] and not dest.exists()
+
+
+def test_a_second_copy_in_the_dvc_cache_is_one_warning_with_the_disk_it_takes(tmp_path):
+    raw = tmp_path / "data" / "raw"
+    raw.mkdir(parents=True)
+    (raw / "train_all_frames.zip").write_bytes(b"x" * 3_000_000)
+    (tmp_path / ".dvc" / "cache").mkdir(parents=True)
+    config = tmp_path / ".dvc" / "config"
+    config.write_text("[core]\n    analytics = false\n")  # cache.type unset: DVC copies
+    line = warn_if_cache_copies(raw, tmp_path)
+    assert line is not None and "about 0.0 GB more disk" in line and "cache.type is unset" in line
+    config.write_text("[cache]\n    type = hardlink,copy\n")
+    assert warn_if_cache_copies(raw, tmp_path) is None
+    (tmp_path / ".dvc" / "config.local").write_text("[cache]\n    type = copy\n")
+    assert "cache.type is copy" in warn_if_cache_copies(raw, tmp_path)
+
+
+def test_the_project_links_the_dvc_cache_by_default():
+    root = Path(__file__).resolve().parents[1]
+    assert warn_if_cache_copies(root / "src", root) is None

@@ -70,8 +70,8 @@ def test_rerun_keeps_finished_videos_and_recovers_from_an_interruption(raw, tmp_
         return real(data, where, cfg)
 
     monkeypatch.setattr(prepare_module, "_convert", dies_on_the_second_video)
-    with pytest.raises(KeyboardInterrupt):
-        prepare_dataset(raw, out, KEEP, min_train_frames=2)
+    with pytest.raises(KeyboardInterrupt):  # in this process: worker processes miss the patch
+        prepare_dataset(raw, out, KEEP, min_train_frames=2, workers=1)
     # Nothing a later stage could take; the finished video waits in the work folder.
     assert sorted(p.name for p in out.iterdir()) == [".JPEGImages.partial"]
     work = out / ".JPEGImages.partial"
@@ -363,3 +363,19 @@ def test_a_refusal_after_finished_videos_leaves_no_data_set_and_a_rerun_is_compl
     assert load_index(out / "train.json") == {"aaa": 5, "bbb": 3}
     assert (out / "JPEGImages" / "bbb.zip").read_bytes() == good_bytes
     assert sorted(p.name for p in out.iterdir()) == ["JPEGImages", "test.json", "train.json"]
+
+
+def test_worker_processes_write_the_same_bytes_as_one_process(tmp_path):
+    """The process pool changes where frames are converted, never the zips or the report."""
+    raw = tmp_path / "raw"
+    videos = {f"v{i:02d}": 3 + i % 4 for i in range(9)}
+    make_release(raw / "train_all_frames.zip", "train_all_frames", videos, size=(48, 30))
+    make_release(raw / "test_all_frames.zip", "test_all_frames", {"t0": 3, "t1": 5}, size=(40, 20))
+    outputs = {}
+    for workers in (1, 3):
+        out = tmp_path / f"yv{workers}"
+        report = prepare_dataset(raw, out, SMALL, min_train_frames=2, workers=workers)
+        files = {p.name: p.read_bytes() for p in sorted((out / "JPEGImages").iterdir())}
+        outputs[workers] = (report, files, (out / "train.json").read_bytes())
+    assert len(outputs[1][1]) == 11
+    assert outputs[3] == outputs[1]

@@ -9,7 +9,7 @@ import torch
 from e2fgvi.config import Params, TrainParams
 from e2fgvi.data.dataset import StepSampler
 from e2fgvi.errors import UserError
-from e2fgvi.train import checkpoint, optim, provenance
+from e2fgvi.train import checkpoint, optim, provenance, telemetry
 from e2fgvi.train.distributed import World, init_world, per_rank_batch, torchrun_command
 from e2fgvi.train.telemetry import Averager, History
 
@@ -129,6 +129,25 @@ def test_averager_and_history(tmp_path):
     resumed = History(path, 2)
     assert [int(r["step"]) for r in resumed.rows] == [1, 2]
     assert resumed.last() == {"step": 2.0, "loss": 2.0}
+
+
+def test_history_appends_a_line_per_log_and_drops_a_torn_tail(tmp_path, monkeypatch):
+    """5,000 logs of a 500k run: each must cost the same, not rewrite the whole file."""
+    path = tmp_path / "history.csv"
+    rewrites = []
+    real = telemetry.write_text
+    monkeypatch.setattr(telemetry, "write_text", lambda *a: rewrites.append(a) or real(*a))
+    history = History(path, 0)
+    for step in range(100, 5100, 100):
+        history.append(step, {"loss": step / 7, "lr": 1e-4})
+    assert len(rewrites) == 1  # the header, once
+    assert len(history.rows) == 50 and history.last()["step"] == 5000
+    with path.open("a") as handle:  # a kill in the middle of a line
+        handle.write("5100,71")
+    resumed = History(path, 5100)
+    assert [int(r["step"]) for r in resumed.rows][-1] == 5000
+    resumed.append(5100, {"loss": 1.0, "lr": 1e-4})
+    assert path.read_text().splitlines()[-1] == "5100,1.0,0.0001"
 
 
 def test_each_rank_gets_its_own_gpu_or_a_one_line_error(monkeypatch):

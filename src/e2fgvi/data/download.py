@@ -93,9 +93,13 @@ def place_local(
         os.link(source, dest)
         log.info("%s: hard-linked from %s", dest, source)
         return
-    except OSError:
-        log.info("%s: cannot hard-link %s (other filesystem?), copying", dest, source)
-    total = source.stat().st_size
+    except OSError as exc:
+        total = source.stat().st_size
+        log.warning(
+            "%s: cannot hard-link %s (%s); copying it needs %.1f GB more disk: put data/raw on "
+            "the archive's filesystem to keep one copy",
+            dest, source, exc.strerror, total / 1e9,
+        )  # fmt: skip
     with open(source, "rb") as src, atomic_open(dest) as out, _bar(total, source.name) as bar:
         while chunk := src.read(CHUNK):
             out.write(chunk)
@@ -210,3 +214,40 @@ def fetch_weight(
     fetch(item.url, dest, http, partial_dir, sha256=item.sha256, prefix=prefix)
     entry.update(fetched=True, sha256=sha256_file(dest), bytes=dest.stat().st_size)
     return entry
+
+
+def _dvc_cache_settings(repo: Path) -> dict[str, str]:
+    """``cache.dir`` and ``cache.type`` from .dvc/config and .dvc/config.local (local wins)."""
+    found: dict[str, str] = {}
+    for name in ("config", "config.local"):
+        section = ""
+        with contextlib.suppress(FileNotFoundError):
+            for line in (repo / ".dvc" / name).read_text(encoding="utf-8").splitlines():
+                line = line.strip()
+                if line.startswith("["):
+                    section = line.strip("[]").strip()
+                elif section == "cache" and "=" in line and not line.startswith("#"):
+                    key, value = (part.strip() for part in line.split("=", 1))
+                    found[key] = value
+    return found
+
+
+def warn_if_cache_copies(folder: Path, repo: Path) -> str | None:
+    """One warning line when DVC's cache would hold a second full copy of ``folder``, else None."""
+    settings = _dvc_cache_settings(repo)
+    cache = repo / ".dvc" / settings.get("dir", "cache")
+    size = sum(p.stat().st_size for p in folder.iterdir() if p.is_file()) / 1e9
+    types = [t.strip() for t in settings.get("type", "copy").split(",")]
+    if not {"hardlink", "reflink", "symlink"} & set(types):
+        why = f"cache.type is {settings.get('type', 'unset (copy)')}"
+    elif "hardlink" in types and cache.exists() and cache.stat().st_dev != folder.stat().st_dev:
+        why = f"the cache {cache} is on another filesystem than {folder}"
+    else:
+        return None
+    line = (
+        f"DVC will copy {folder} into its cache ({why}): about {size:.1f} GB more disk, and as "
+        f"much again for the prepared data; `dvc config cache.type hardlink,copy` with the "
+        f"cache on this filesystem (`dvc cache dir`) keeps one copy (docs/data.md, Disk)"
+    )
+    log.warning(line)
+    return line

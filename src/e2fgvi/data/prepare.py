@@ -4,7 +4,9 @@ Writes ``JPEGImages/<video>.zip`` (frames at the zip root, sorted) for train and
 plus ``train.json`` / ``test.json`` (video id -> frame count). Frames are streamed from the release
 archive one video at a time; each per-video zip is written atomically and stamped (zip comment)
 with what produced it, so a rerun after an interruption keeps finished videos and redoes the rest
-(after reading their source frames again through the zip CRC check).
+(after reading their source frames again through the zip CRC check). This process reads the
+archive and writes the zips in video order; one worker process per core decodes, checks and
+resizes the frames (the same function, so the same bytes, as in one process).
 
 All or nothing: a run first takes the index files away and moves finished zips into a hidden work
 folder, builds there, and only when every video passed puts ``JPEGImages`` back and writes the
@@ -14,20 +16,21 @@ complete data set, and the next run reuses what was finished.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import io
 import json
 import logging
+import multiprocessing
 import os
 import shutil
 import zipfile
 from collections import Counter
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 import cv2
-import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
@@ -45,6 +48,8 @@ WORK_DIR = ".JPEGImages.partial"  # beside JPEGImages; DVC neither tracks nor cl
 STAMP_VERSION = "2"
 # E2FGVI estimates flow between neighbouring frames: a test video needs two.
 MIN_TEST_FRAMES = 2
+# A video's converted frames and the source size of each ("WxH").
+_Converted = tuple[list[bytes], list[str]]
 
 
 @dataclass(frozen=True)
@@ -112,33 +117,109 @@ def _finished(dest: Path, stamp: str) -> VideoStats | None:
         return None
 
 
-def write_video(
-    source: SourceArchive, video: str, dest: Path, cfg: PrepareParams, pool: ThreadPoolExecutor
-) -> VideoStats:
-    """Stream one video's frames into ``dest`` (atomic), converting them on the thread pool."""
+def _convert_video(payloads: list[tuple[bytes, str]], cfg: PrepareParams) -> _Converted:
+    """One video's output frames and source sizes (runs in a worker process)."""
+    converted = [_convert(data, where, cfg) for data, where in payloads]
+    sizes = [r for _, r in converted]
+    if not sizes[0]:  # not decoded (verify_jpeg off): the headers tell
+        sizes = [_header_resolution(data, where) for data, where in payloads]
+    return [data for data, _ in converted], sizes
+
+
+def _start_worker() -> None:
+    # One process per core already: OpenCV's own threads would only oversubscribe the cores.
+    cv2.setNumThreads(1)
+
+
+def workers_here() -> int:
+    """Processes that convert frames: one per core this process may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+class _Converter:
+    """Frame conversion on a process pool (``workers`` > 1) or in this process; same bytes."""
+
+    def __init__(self, cfg: PrepareParams, workers: int) -> None:
+        self.cfg = cfg
+        self.pool = None
+        if workers > 1:
+            # forkserver, not fork: a child forked after OpenCV's thread pool ran can hang for
+            # good; the server imports only this module (not the caller's), then forks quickly.
+            context = multiprocessing.get_context("forkserver")
+            context.set_forkserver_preload([__name__])
+            self.pool = ProcessPoolExecutor(workers, context, initializer=_start_worker)
+
+    def submit(self, payloads: list[tuple[bytes, str]]) -> Future[_Converted]:
+        if self.pool is not None:
+            return self.pool.submit(_convert_video, payloads, self.cfg)
+        done: Future[_Converted] = Future()
+        done.set_result(_convert_video(payloads, self.cfg))
+        return done
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(cancel_futures=True)
+
+
+@dataclass(frozen=True)
+class _Job:
+    """One video on its way: the finished zip's stats, or the conversion still running."""
+
+    video: str
+    dest: Path
+    stamp: str
+    done: VideoStats | None = None
+    converted: Future[_Converted] | None = None
+
+
+def start_video(
+    source: SourceArchive, video: str, dest: Path, cfg: PrepareParams, converter: _Converter
+) -> _Job:
+    """Reuse ``dest`` if it is finished, else read the frames and hand them to the converter."""
     stamp = _stamp(source, video, cfg)
     if (done := _finished(dest, stamp)) is not None:
         source.verify(video)  # the same central directory can sit over damaged member data
-        return done
+        return _Job(video, dest, stamp, done=done)
     infos = source.videos[video]
     payloads = [(source.read(info), f"{source.path}: member {info.filename}") for info in infos]
-    # cv2/PIL release the GIL, so threads convert frames in parallel; order is kept by map().
-    converted = list(pool.map(lambda p: _convert(p[0], p[1], cfg), payloads))
-    sizes = [r for _, r in converted]
-    if not sizes[0]:  # not decoded (verify_jpeg off): the headers tell
-        sizes = list(pool.map(lambda p: _header_resolution(*p), payloads))
-    resolution = _check_one_size(source, video, sizes)
+    return _Job(video, dest, stamp, converted=converter.submit(payloads))
+
+
+def finish_video(source: SourceArchive, job: _Job) -> VideoStats:
+    """Write the converted frames of ``job`` into its zip (atomic), in frame order."""
+    if job.done is not None:
+        return job.done
+    frames, sizes = job.converted.result()
+    infos = source.videos[job.video]
+    resolution = _check_one_size(source, job.video, sizes)
     meta = {
-        "stamp": stamp,
+        "stamp": job.stamp,
         "frames": len(infos),
         "resolution": resolution,
         "bytes_in": sum(i.file_size for i in infos),
     }
-    with atomic_open(dest) as handle, zipfile.ZipFile(handle, "w", zipfile.ZIP_STORED) as out:
-        for info, (data, _) in zip(infos, converted, strict=True):
+    with atomic_open(job.dest) as handle, zipfile.ZipFile(handle, "w", zipfile.ZIP_STORED) as out:
+        for info, data in zip(infos, frames, strict=True):
             out.writestr(deterministic_zipinfo(PurePosixPath(info.filename).name), data)
         out.comment = json.dumps(meta, sort_keys=True).encode()
-    return VideoStats(len(infos), meta["bytes_in"], dest.stat().st_size, resolution)
+    return VideoStats(len(infos), meta["bytes_in"], job.dest.stat().st_size, resolution)
+
+
+def _convert_split(
+    source: SourceArchive, work: Path, converter: _Converter, window: int, desc: str
+) -> dict[str, VideoStats]:
+    """Every video of one archive, read in order while up to ``window`` convert at once."""
+    stats: dict[str, VideoStats] = {}
+    pending: collections.deque[_Job] = collections.deque()
+    for video in tqdm(source.videos, desc=desc, unit="video"):
+        pending.append(start_video(source, video, work / f"{video}.zip", converter.cfg, converter))
+        if len(pending) > window:
+            job = pending.popleft()
+            stats[job.video] = finish_video(source, job)
+    while pending:
+        job = pending.popleft()
+        stats[job.video] = finish_video(source, job)
+    return stats
 
 
 def _split_report(stats: dict[str, VideoStats]) -> dict[str, object]:
@@ -199,11 +280,17 @@ def _check_videos(sources: dict[str, SourceArchive], min_train_frames: int) -> N
 
 
 def prepare_dataset(
-    raw_dir: Path, out_dir: Path, cfg: PrepareParams, *, min_train_frames: int
+    raw_dir: Path,
+    out_dir: Path,
+    cfg: PrepareParams,
+    *,
+    min_train_frames: int,
+    workers: int | None = None,
 ) -> dict[str, object]:
     """Convert both release archives in ``raw_dir``; returns the data report.
 
     ``min_train_frames``: the frames one training clip takes; shorter training videos are refused.
+    ``workers``: converting processes (None: one per core; 1: all in this process, same bytes).
     """
     if cfg.resize and (len(cfg.resize) != 2 or min(cfg.resize) < 1):
         raise UserError(
@@ -211,17 +298,19 @@ def prepare_dataset(
         )
     work = _take_back(out_dir)
     stats: dict[str, dict[str, VideoStats]] = {}
-    with contextlib.ExitStack() as stack, ThreadPoolExecutor(os.cpu_count() or 1) as pool:
+    workers = workers or workers_here()
+    with contextlib.ExitStack() as stack:
         sources = {
             split: stack.enter_context(SourceArchive(raw_dir / f"{stem}.zip"))
             for split, stem in ARCHIVES.items()
         }
         _check_videos(sources, min_train_frames)
+        converter = _Converter(cfg, workers)
+        stack.callback(converter.close)
+        # Two videos per worker in flight: the reading never waits, memory stays a few videos.
+        window = 2 * workers if workers > 1 else 0
         for split, source in sources.items():
-            stats[split] = {
-                video: write_video(source, video, work / f"{video}.zip", cfg, pool)
-                for video in tqdm(source.videos, desc=f"prepare {split}", unit="video")
-            }
+            stats[split] = _convert_split(source, work, converter, window, f"prepare {split}")
     _remove_stale(work, {video for split in stats.values() for video in split})
     indexes = {split: {v: s.frames for v, s in videos.items()} for split, videos in stats.items()}
     for split, index in indexes.items():

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from e2fgvi.config import load_params
 from e2fgvi.data.archive import ARCHIVES
-from e2fgvi.data.download import fetch, is_url
+from e2fgvi.data.download import fetch, is_url, warn_if_cache_copies
 from e2fgvi.data.sample import build_sample
 from e2fgvi.entry import run_module
 from e2fgvi.errors import UserError
@@ -52,6 +52,7 @@ def run(args: argparse.Namespace) -> None:
             sha256=source.sha256,
             size=source.size,
         )
+    warn_if_cache_copies(args.out, Path.cwd())  # dvc runs stages in the project's root
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ mlflow is imported when the first client is made, not when ``e2fgvi.tracking`` i
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -21,6 +22,11 @@ if TYPE_CHECKING:
 # MLflow reads these variables at request time and has no per-client switch for them, so they
 # are set (unless the user set them) when a client is made, never at import.
 HTTP_LIMITS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
+
+# Held while mlflow is imported: the sender thread's first client and the main thread's system
+# metrics import it at once, and two threads in mlflow's circular imports can leave one of them
+# an ImportError ("partially initialized module"), which ended a training start.
+MLFLOW_IMPORT = threading.Lock()
 
 # A team server's refusals of this user, by MLflow error code, in words a user can act on.
 _REFUSED = {
@@ -37,7 +43,8 @@ def refusal(exc: BaseException) -> str | None:
 
 def client(uri: str) -> MlflowClient:
     """A client for ``uri`` whose requests fail within seconds when the server is away."""
-    from mlflow.tracking import MlflowClient
+    with MLFLOW_IMPORT:
+        from mlflow.tracking import MlflowClient
 
     for name, value in HTTP_LIMITS.items():
         os.environ.setdefault(name, value)

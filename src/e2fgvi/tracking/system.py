@@ -17,7 +17,7 @@ import threading
 import time
 from typing import TYPE_CHECKING
 
-from e2fgvi.tracking.client import client
+from e2fgvi.tracking.client import MLFLOW_IMPORT, client
 from e2fgvi.tracking.logger import RunLogger
 
 if TYPE_CHECKING:
@@ -102,7 +102,8 @@ class SystemMetrics:
 
 def _mlflow_monitor(uri: str, node_id: str | None) -> SystemMetricsMonitor:
     """MLflow's monitor, only for its collectors (no run, no request is made)."""
-    from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+    with MLFLOW_IMPORT:
+        from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
 
     return SystemMetricsMonitor(run_id=None, node_id=node_id, tracking_uri=uri)
 

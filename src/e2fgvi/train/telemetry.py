@@ -10,6 +10,7 @@ import csv
 import io
 import json
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -54,31 +55,60 @@ class Averager:
 class History:
     """The loss history as CSV beside the checkpoints, so it survives interruption and resume.
 
-    On resume, rows after the resumed iteration are dropped: they are recomputed identically.
+    A log appends one line (synced): 5,000 logs of a 500k-iteration run cost the same each, where
+    rewriting the file would grow with the run. On resume, rows after the resumed iteration and a
+    line cut short by a kill are dropped (the file is rewritten once): they are recomputed.
     """
 
     def __init__(self, path: Path, resumed_step: int) -> None:
         self.path = path
-        self.rows: list[dict[str, Any]] = []
+        self._fields: list[str] = []
+        self._last: dict[str, Any] = {}
         if path.exists():
-            with path.open(newline="") as handle:
-                rows = list(csv.DictReader(handle))
-            self.rows = [r for r in rows if int(r["step"]) <= resumed_step]
+            rows, self._fields = _read_rows(path)
+            kept = [r for r in rows if int(r["step"]) <= resumed_step]
+            self._last = kept[-1] if kept else {}
+            _write_rows(path, self._fields, kept)
+
+    @property
+    def rows(self) -> list[dict[str, Any]]:
+        """Every row in the file (read back; the history is not kept in memory)."""
+        return _read_rows(self.path)[0] if self.path.exists() else []
 
     def append(self, step: int, values: dict[str, float]) -> None:
-        self.rows.append({"step": step, **values})
-        self.write(self.path)
-
-    def write(self, path: Path) -> None:
-        fields = list(dict.fromkeys(k for row in self.rows for k in row))
-        buffer = io.StringIO()
-        writer = csv.DictWriter(buffer, fieldnames=fields, restval="", lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(self.rows)
-        write_text(path, buffer.getvalue())
+        row = {"step": step, **values}
+        if not set(row) <= set(self._fields):  # a new column: rewrite once with the wider header
+            self._fields = list(dict.fromkeys([*self._fields, *row]))
+            _write_rows(self.path, self._fields, [*self.rows, row])
+        else:
+            with self.path.open("a", newline="") as handle:
+                _writer(handle, self._fields).writerow(row)
+                handle.flush()
+                os.fsync(handle.fileno())
+        self._last = row
 
     def last(self) -> dict[str, float]:
-        return {k: float(v) for k, v in self.rows[-1].items() if v != ""} if self.rows else {}
+        return {k: float(v) for k, v in self._last.items() if v != ""}
+
+
+def _writer(handle: Any, fields: list[str]) -> csv.DictWriter:
+    return csv.DictWriter(handle, fieldnames=fields, restval="", lineterminator="\n")
+
+
+def _read_rows(path: Path) -> tuple[list[dict[str, Any]], list[str]]:
+    """Complete rows (a line cut short by a kill has missing fields) and the header."""
+    with path.open(newline="") as handle:
+        reader = csv.DictReader(handle)
+        rows = [r for r in reader if None not in r and None not in r.values()]
+        return rows, list(reader.fieldnames or [])
+
+
+def _write_rows(path: Path, fields: list[str], rows: list[dict[str, Any]]) -> None:
+    buffer = io.StringIO()
+    writer = _writer(buffer, fields)
+    writer.writeheader()
+    writer.writerows(rows)
+    write_text(path, buffer.getvalue())
 
 
 def _what_ran(params: Params, device_kind: str) -> tuple[dict[str, Any], dict[str, Any]]:
