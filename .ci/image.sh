@@ -8,6 +8,8 @@
 #   compose-test  compose.yaml's mlflow service + a training run of the train service logging to it
 #   clean         remove what the tests made (containers, the copy, the image's tag); the base and
 #                 the layer cache stay
+#   pip-mounts F  the podman build options that give pip inside the build this machine's pip
+#                 configuration (F: where to write the merged pip.conf)
 # IMAGE_BASE=debian-archive builds on the base that `base` makes instead of the Dockerfile's
 # pinned base (for machines that reach Debian's archive but no image registry).
 set -euo pipefail
@@ -72,7 +74,7 @@ def moved(key, token):
     return f"{scheme}/run/host-pip{path}"
 for line in sys.stdin:
     match = re.fullmatch(r"(:env:|[\w-]+)\.([\w-]+)=(.*)", line.strip())
-    if match:
+    if match and match.group(2) != "config-file":  # PIP_CONFIG_FILE: the files are merged here
         section, key, value = match.groups()
         value = " ".join(moved(key, t) for t in value.strip("\x27\"").split())
         # PIP_* variables override the files; pip reads them as [global].
@@ -270,5 +272,6 @@ case "${1:-}" in
     test) cmd_test ;;
     compose-test) compose_test "${2:?usage: $0 compose-test CHECKOUT}" ;;
     clean) cmd_clean ;;
-    *) echo "usage: $0 base|build|test|compose-test|clean" >&2; exit 2 ;;
+    pip-mounts) pip_mounts "${2:?usage: $0 pip-mounts MERGED_CONF}" ;;
+    *) echo "usage: $0 base|build|test|compose-test CHECKOUT|clean|pip-mounts CONF" >&2; exit 2 ;;
 esac
