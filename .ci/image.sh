@@ -38,7 +38,7 @@ cmd_base() {
         log "base $LOCAL_BASE present"; return
     fi
     command -v mmdebstrap > /dev/null || { echo "image base: mmdebstrap missing (apt-get install mmdebstrap)" >&2; exit 2; }
-    local tmp; tmp=$(mktemp -d); trap 'rm -rf "$tmp"' RETURN
+    local tmp; tmp=$(mktemp -d)
     log "making $LOCAL_BASE from $MIRROR ($SUITE, minbase)"
     # Like debian:bookworm-slim: minbase, no man pages, docs or locales beyond C.
     mmdebstrap --variant=minbase --quiet \
@@ -49,6 +49,7 @@ cmd_base() {
         "deb $MIRROR $SUITE main" "deb $MIRROR $SUITE-updates main" \
         "deb ${MIRROR%/debian}/debian-security $SUITE-security main"
     "$eng" import --quiet --change 'CMD ["bash"]' "$tmp/rootfs.tar" "$LOCAL_BASE" > /dev/null
+    rm -rf "$tmp"
     log "base $LOCAL_BASE made"
 }
 
@@ -122,11 +123,14 @@ cmd_build() {
     opts+=(--build-arg "UID=$(image_uid)" --build-arg "GID=$(image_gid)")
     [ -n "$base" ] && opts+=(--build-arg "BASE=$base")
     if [ "$eng" = podman ]; then
-        tmp=$(mktemp -d); trap 'rm -rf "$tmp"' RETURN
+        tmp=$(mktemp -d)
         mapfile -t -O "${#opts[@]}" opts < <(podman_opts; pip_mounts "$tmp/pip.conf")
     fi
     log "$eng build -t $IMAGE ${opts[*]} ."
-    "$eng" build -t "$IMAGE" "${opts[@]}" .
+    local rc=0
+    "$eng" build -t "$IMAGE" "${opts[@]}" . || rc=$?
+    if [ -n "${tmp:-}" ]; then rm -rf "$tmp"; fi
+    return "$rc"
 }
 
 # Options for every `run` of the image: podman's ulimit and runtime settings (as for the build)
