@@ -6,8 +6,8 @@
 #                 `dvc repro` as the image's user on a mounted copy of this checkout, ownership of
 #                 what it wrote, `e2fgvi verify --workspace`; then compose-test on that copy
 #   compose-test  compose.yaml's mlflow service + a training run of the train service logging to it
-#   clean         remove what the tests made (containers, the copy, the image's tag); the base and
-#                 the layer cache stay
+#   clean         remove what the test made (its files; containers and network go as it runs);
+#                 the base and the image (its layers are the build cache) stay
 #   pip-mounts F  the podman build options that give pip inside the build this machine's pip
 #                 configuration (F: where to write the merged pip.conf)
 # IMAGE_BASE=debian-archive builds on the base that `base` makes instead of the Dockerfile's
@@ -130,6 +130,8 @@ cmd_build() {
     local rc=0
     "$eng" build -t "$IMAGE" "${opts[@]}" . || rc=$?
     if [ -n "${tmp:-}" ]; then rm -rf "$tmp"; fi
+    # Earlier builds' layers that nothing uses any more (a replaced code or pip layer).
+    if [ "$rc" = 0 ]; then "$eng" image prune --force > /dev/null; fi
     return "$rc"
 }
 
@@ -262,12 +264,12 @@ print(f"run {record['run_id']} on the server: {run['info']['status']}, {len(metr
 PY
 }
 
+# The image stays: its layers are the cache of the next build (the pip layer alone ~7 GB, so a
+# rebuild after a code change takes seconds). `podman rmi` would also delete the untagged parent
+# images that hold those layers. What goes: the test's files, containers, network and volumes.
 cmd_clean() {
-    local eng; eng=$(engine)
     if [ -n "${WORK:-}" ] && [ -d "$WORK" ]; then rm -rf "$WORK"; fi
-    # The tag only: its layers stay as the cache of the next build (the pip layer, ~7 GB).
-    "$eng" rmi "$IMAGE" > /dev/null 2>&1 || true
-    log "removed the test's files and the $IMAGE tag (the base and the layer cache stay)"
+    log "removed the test's files (the base and the image, whose layers are the cache, stay)"
 }
 
 case "${1:-}" in
