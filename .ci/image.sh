@@ -224,31 +224,33 @@ cmd_test() {
     log "image test passed"
 }
 
+# The compose tool as the array COMPOSE: docker compose, or podman-compose with podman's run options.
 compose_cmd() {
-    if [ "$(engine)" = docker ]; then echo docker compose; return; fi
+    if [ "$(engine)" = docker ]; then COMPOSE=(docker compose); return; fi
     command -v podman-compose > /dev/null || { echo "image: podman-compose missing (apt-get install podman-compose)" >&2; exit 2; }
-    local opts; opts=$(run_opts | tr '\n' ' ')
-    echo podman-compose -p e2fgvi-imagetest "--podman-run-args=$opts"
+    COMPOSE=(podman-compose -p e2fgvi-imagetest "--podman-run-args=$(run_opts | tr '\n' ' ')")
 }
 
 # compose.yaml in the checkout $1 (where the sample pipeline has run): the mlflow service up and
 # healthy, the train service's training (the train stage, forced) logging over HTTP into it, and
 # the run found on the server afterwards.
 compose_test() {
-    local ck=$1 port compose record
+    local ck=$1 port record COMPOSE
     port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-    read -r -a compose <<< "$(compose_cmd)"
+    compose_cmd
     (
         cd "$ck"
         export E2FGVI_UI_PORT=$port E2FGVI_UID=$(image_uid) E2FGVI_GID=$(image_gid)
-        trap '"${compose[@]}" down > /dev/null 2>&1 || true' EXIT
-        "${compose[@]}" up -d mlflow > /dev/null
+        # podman-compose 1.0.3's `down` leaves the project's network behind.
+        trap '"${COMPOSE[@]}" down > /dev/null 2>&1 || true
+              if [ "$(engine)" = podman ]; then podman network rm --force e2fgvi-imagetest_default > /dev/null 2>&1 || true; fi' EXIT
+        "${COMPOSE[@]}" up -d mlflow > /dev/null
         for _ in $(seq 60); do
             if curl -fsS "http://127.0.0.1:$port/health" > /dev/null 2>&1; then break; fi
             sleep 2
         done
         curl -fsS "http://127.0.0.1:$port/health" > /dev/null
-        "${compose[@]}" run --rm -T train dvc repro --force --single-item train
+        "${COMPOSE[@]}" run --rm -T train dvc repro --force --single-item train
     )
     record=$ck/data/run/mlflow_run.json
     python3 - "$record" "$port" <<'PY'
