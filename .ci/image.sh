@@ -14,8 +14,6 @@
 # pinned base (for machines that reach Debian's archive but no image registry).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-# Subshells ($(...), pipelines) run the EXIT trap too: only this process cleans up.
-MAIN_PID=$BASHPID
 
 IMAGE=${IMAGE:-e2fgvi-repro:latest}
 # Empty: the Dockerfile's pinned production base. `debian-archive`: the base `base` makes.
@@ -211,7 +209,7 @@ cmd_test() {
     local ck=$WORK/checkout sampler start
     start=$(df --output=used -B1 "$WORK" | tail -1)
     disk_sampler "$WORK/disk" & sampler=$!
-    trap 'if [ "$BASHPID" = "$MAIN_PID" ]; then kill $sampler 2> /dev/null; cmd_clean; fi' EXIT
+    trap 'kill $sampler 2> /dev/null; cmd_clean' EXIT
     step "build" cmd_build
     step "imports" check_imports
     step "doctor --json" check_doctor
@@ -243,10 +241,9 @@ compose_test() {
     (
         cd "$ck"
         export E2FGVI_UI_PORT=$port E2FGVI_UID=$(image_uid) E2FGVI_GID=$(image_gid)
-        local sub=$BASHPID eng; eng=$(engine)
         # podman-compose 1.0.3's `down` leaves the project's network behind.
-        trap 'if [ "$BASHPID" = "$sub" ]; then "${COMPOSE[@]}" down > /dev/null 2>&1 || true
-              [ "$eng" != podman ] || podman network rm --force e2fgvi-imagetest_default > /dev/null 2>&1 || true; fi' EXIT
+        trap '"${COMPOSE[@]}" down > /dev/null 2>&1 || true
+              if [ "$(engine)" = podman ]; then podman network rm --force e2fgvi-imagetest_default > /dev/null 2>&1 || true; fi' EXIT
         "${COMPOSE[@]}" up -d mlflow > /dev/null
         for _ in $(seq 60); do
             if curl -fsS "http://127.0.0.1:$port/health" > /dev/null 2>&1; then break; fi
