@@ -201,7 +201,7 @@ def test_ci_runs_the_image_test_after_a_disk_check(repo_root):
     ci = (repo_root / ".ci" / "run").read_text()
     commands = [line.split("#")[0].strip() for line in ci.splitlines()]
     order = [c for c in commands if c.startswith(("need_gb=", "make "))]
-    assert order == ["need_gb=${E2FGVI_CI_DISK_GB:-24}", "make test", "make test-slow",
+    assert order == ["need_gb=${E2FGVI_CI_DISK_GB:-32}", "make test", "make test-slow",
                      "make image-test IMAGE_BASE=debian-archive"]  # fmt: skip
     makefile = (repo_root / "Makefile").read_text()
     assert re.search(r"^image-test:\n\tbash \.ci/image\.sh test$", makefile, re.MULTILINE)
