@@ -24,7 +24,12 @@ import yaml
 from packaging.specifiers import SpecifierSet
 
 from e2fgvi.doctor import dvc_vars
-from e2fgvi.doctor.container import ContainerFacts, check_container, probe_container
+from e2fgvi.doctor.container import (
+    ContainerFacts,
+    check_container,
+    engine_from_mounts,
+    probe_container,
+)
 
 BIN = Path(sys.executable).parent
 
@@ -242,17 +247,32 @@ def test_pip_settings_reach_the_build_through_mounts(repo_root, tmp_path):
 # --------------------------------------------------------------------------- doctor, container
 
 
-def test_container_engine_is_detected(tmp_path, monkeypatch):
-    monkeypatch.delenv("container", raising=False)
+DOCKER_MOUNTS = """\
+611 590 0:52 / / rw,relatime master:297 - overlay overlay rw,lowerdir=/var/lib/docker/overlay2/l/X
+622 611 254:1 /var/lib/docker/containers/4b1c/resolv.conf /etc/resolv.conf rw - ext4 /dev/vda1 rw
+623 611 254:1 /var/lib/docker/containers/4b1c/hostname /etc/hostname rw - ext4 /dev/vda1 rw
+"""
+PODMAN_MOUNTS = """\
+132 126 254:0 /run/containers/storage/overlay-containers/75de/userdata/hosts /etc/hosts rw - ext4 x
+"""
+K8S_MOUNTS = "9 1 8:1 /var/lib/kubelet/pods/ab/etc-hosts /etc/hosts rw - ext4 /dev/sda1 rw\n"
+
+
+def test_container_engine_is_told_by_its_mounts_not_marker_files(tmp_path):
+    (tmp_path / ".dockerenv").touch()  # left in some VM images: not a container by itself
     assert probe_container(tmp_path) == ContainerFacts("", "", 0)
+    (tmp_path / "proc" / "self").mkdir(parents=True)
     (tmp_path / "dev").mkdir()
     for name in ("nvidia0", "nvidia1", "nvidiactl", "nvidia-uvm"):
         (tmp_path / "dev" / name).touch()
-    (tmp_path / ".dockerenv").touch()
+    (tmp_path / "proc" / "self" / "mountinfo").write_text(DOCKER_MOUNTS)
     assert probe_container(tmp_path) == ContainerFacts("docker", "", 2)
+    (tmp_path / "proc" / "self" / "mountinfo").write_text(PODMAN_MOUNTS)
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / ".containerenv").write_text('engine="podman-4.3.1"\nname="x"\n')
     assert probe_container(tmp_path) == ContainerFacts("podman", "4.3.1", 2)
+    assert engine_from_mounts(K8S_MOUNTS) == "container"
+    assert engine_from_mounts("") == ""
 
 
 def test_container_without_gpus_names_the_engines_flag():
