@@ -245,7 +245,7 @@ compose_test() {
         trap '"${COMPOSE[@]}" down > /dev/null 2>&1 || true
               if [ "$(engine)" = podman ]; then podman network rm --force e2fgvi-imagetest_default > /dev/null 2>&1 || true; fi' EXIT
         "${COMPOSE[@]}" up -d mlflow > /dev/null
-        for _ in $(seq 60); do
+        for _ in $(seq 150); do  # MLflow took 100 s to start at load 27
             if curl -fsS "http://127.0.0.1:$port/health" > /dev/null 2>&1; then break; fi
             sleep 2
         done
