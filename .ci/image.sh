@@ -235,7 +235,7 @@ compose_cmd() {
 # healthy, the train service's training (the train stage, forced) logging over HTTP into it, and
 # the run found on the server afterwards.
 compose_test() {
-    local ck=$1 port record COMPOSE
+    local ck=$1 port COMPOSE
     port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
     compose_cmd
     (
@@ -251,9 +251,8 @@ compose_test() {
         done
         curl -fsS "http://127.0.0.1:$port/health" > /dev/null
         "${COMPOSE[@]}" run --rm -T train dvc repro --force --single-item train
-    )
-    record=$ck/data/run/mlflow_run.json
-    python3 - "$record" "$port" <<'PY'
+        # Asked while the server still runs (the trap takes it down).
+        python3 - data/run/mlflow_run.json "$port" <<'PY'
 import json, sys, urllib.request
 record = json.load(open(sys.argv[1]))
 assert record["uri"] == "http://mlflow:5000", f"run logged to {record['uri']}, not the server"
@@ -264,6 +263,7 @@ metrics = run["data"].get("metrics", [])
 assert run["info"]["status"] == "FINISHED" and metrics, run["info"]
 print(f"run {record['run_id']} on the server: {run['info']['status']}, {len(metrics)} metrics")
 PY
+    )
 }
 
 # The image stays: its layers are the cache of the next build (the pip layer alone ~7 GB, so a
