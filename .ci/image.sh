@@ -206,10 +206,11 @@ image_size() { "$(engine)" image inspect "$IMAGE" --format '{{.Size}}' | awk '{p
 
 cmd_test() {
     WORK=$(mktemp -d "${TMPDIR:-/var/tmp}/e2fgvi-image-test.XXXXXX"); TIMES=()
-    local ck=$WORK/checkout sampler start
+    local ck=$WORK/checkout start
     start=$(df --output=used -B1 "$WORK" | tail -1)
-    disk_sampler "$WORK/disk" & sampler=$!
-    trap 'kill $sampler 2> /dev/null; cmd_clean' EXIT
+    # Global: the EXIT trap runs after this function's locals are gone.
+    disk_sampler "$WORK/disk" & SAMPLER=$!
+    trap 'kill "$SAMPLER" 2> /dev/null; cmd_clean' EXIT
     step "build" cmd_build
     step "imports" check_imports
     step "doctor --json" check_doctor
@@ -218,7 +219,7 @@ cmd_test() {
     step "files belong to the user" check_owner "$ck"
     step "verify --workspace" in_image "$ck" e2fgvi verify --workspace
     step "compose test" compose_test "$ck"
-    kill "$sampler"
+    kill "$SAMPLER"
     log "image $IMAGE: $(image_size); peak disk above the start: $(sort -n "$WORK/disk" | tail -1 | awk -v s="$start" '{printf "%.1f GB", ($1 - s) / 1e9}')"
     printf '%s\n' "${TIMES[@]}" >&2
     log "image test passed"
