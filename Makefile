@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 export PATH := $(BIN):$(PATH)
 export DVC_NO_ANALYTICS := 1
 
-.PHONY: setup repro verify test test-slow lint format ui
+.PHONY: setup repro verify test test-slow lint format ui image image-base image-test
 
 setup: $(STAMP)
 
@@ -50,3 +50,19 @@ ui: setup
 format: setup
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
+
+# The container image (docs/operations.md): docker where its engine runs, else podman, with the
+# settings this kind of machine needs. IMAGE_BASE=debian-archive builds on a Debian 12 base made
+# from Debian's archive (image-base) instead of the Dockerfile's pinned base; every other step of
+# the Dockerfile is the same.
+image:
+	bash .ci/image.sh build
+
+image-base:
+	bash .ci/image.sh base
+
+# Build, then inside the image: imports, doctor, the sample `dvc repro` on a mounted copy of this
+# checkout as the image's user, file ownership, `e2fgvi verify --workspace`, and compose.yaml's
+# MLflow server + a training run logging to it. Removes what it made (the layer cache stays).
+image-test:
+	bash .ci/image.sh test

@@ -1,13 +1,16 @@
-"""The container files agree with the rest of the repository (no Docker engine runs here).
+"""The container files agree with the rest of the repository; doctor's container check.
 
-The Dockerfile installs exactly requirements.lock (the pins pyproject is checked against), with the
-Python that pyproject requires, as a non-root user, with data/ and mlruns/ as volumes; hadolint is
-clean; compose.yaml parses and its MLflow flags exist in the installed MLflow.
+The Dockerfile's base is its only build-time choice, it installs exactly requirements.lock (the pins
+pyproject is checked against), with the Python that pyproject requires, as a non-root user, with
+data/ and mlruns/ as volumes; hadolint is clean; compose.yaml parses and its MLflow flags exist in
+the installed MLflow; .ci/image.sh hands pip inside a podman build this machine's pip settings.
+The image itself is built and run by `make image-test` (CI), not here.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
 import shlex
 import subprocess
@@ -21,6 +24,12 @@ import yaml
 from packaging.specifiers import SpecifierSet
 
 from e2fgvi.doctor import dvc_vars
+from e2fgvi.doctor.container import (
+    ContainerFacts,
+    check_container,
+    engine_from_mounts,
+    probe_container,
+)
 
 BIN = Path(sys.executable).parent
 
@@ -54,14 +63,28 @@ def _args(docker) -> dict[str, str]:
     return dict(a.split("=", 1) for a in _all(docker, "ARG") if "=" in a)
 
 
-def test_base_image_is_cuda_runtime_pinned_by_tag_and_digest(docker, repo_root):
-    (base,) = _all(docker, "FROM")
-    pattern = r"nvidia/cuda:(\d+)\.(\d+)\.\d+-cudnn-runtime-ubuntu(\d+\.04)@sha256:[0-9a-f]{64}"
-    match = re.fullmatch(pattern, base)
-    assert match, f"base must be a CUDA cuDNN runtime on an Ubuntu LTS, by tag and digest: {base}"
+def _env(docker) -> dict[str, str]:
+    pairs = [shlex.split(args) for args in _all(docker, "ENV")]
+    return dict(p.split("=", 1) for pair in pairs for p in pair)
+
+
+def test_base_is_the_only_build_argument_before_from_pinned_by_digest(docker):
+    """Only the base may differ between a user's build and CI's: an ARG with a pinned default."""
+    assert docker[0][0] == "ARG" and docker[1] == ("FROM", "${BASE}")
+    assert [key for key, _ in docker].count("FROM") == 1
+    name, _, default = docker[0][1].partition("=")
+    pattern = r"docker\.io/library/debian:bookworm(-slim)?@sha256:[0-9a-f]{64}"
+    assert name == "BASE" and re.fullmatch(pattern, default), default
+
+
+def test_nvidia_toolkit_settings_require_the_locks_cuda(docker, repo_root):
+    """The toolkit refuses a driver too old for torch's CUDA wheels at `docker run`."""
+    env = _env(docker)
     lock = (repo_root / "requirements.lock").read_text()
     runtime = re.search(r"^nvidia-cuda-runtime==(\d+)\.(\d+)\.", lock, re.MULTILINE)
-    assert match.group(1, 2) == runtime.group(1, 2), "base CUDA must match torch's CUDA wheels"
+    assert env["NVIDIA_REQUIRE_CUDA"] == f"cuda>={runtime.group(1)}.{runtime.group(2)}"
+    assert env["NVIDIA_VISIBLE_DEVICES"] == "all"
+    assert {"compute", "utility"} <= set(env["NVIDIA_DRIVER_CAPABILITIES"].split(","))
 
 
 def test_python_version_agrees_with_pyproject(docker, repo_root):
@@ -174,3 +197,91 @@ def test_make_ui_uses_the_same_store_and_valid_flags(repo_root):
     assert _option(command, "--backend-store-uri").endswith("/mlruns/mlflow.db")
     for flag in (c for c in command if c.startswith("--")):
         assert _accepted(flag), flag
+
+
+# --------------------------------------------------------------------------- .ci/image.sh, CI
+
+
+def test_ci_runs_the_image_test_after_a_disk_check(repo_root):
+    ci = (repo_root / ".ci" / "run").read_text()
+    commands = [line.split("#")[0].strip() for line in ci.splitlines()]
+    order = [c for c in commands if c.startswith(("need_gb=", "make "))]
+    assert order == ["need_gb=${E2FGVI_CI_DISK_GB:-32}", "make test", "make test-slow",
+                     "make image-test IMAGE_BASE=debian-archive"]  # fmt: skip
+    makefile = (repo_root / "Makefile").read_text()
+    assert re.search(r"^image-test:\n\tbash \.ci/image\.sh test$", makefile, re.MULTILINE)
+    script = (repo_root / ".ci" / "image.sh").read_text()
+    # The Dockerfile that users build is the one CI builds: never another file, never rewritten.
+    assert not re.search(r"(--file|-f) \S*Dockerfile|sed [^|]*Dockerfile", script)
+
+
+def test_pip_settings_reach_the_build_through_mounts(repo_root, tmp_path):
+    """Local wheel folders, indexes, CA bundle: mounted under /run/host-pip, config rewritten."""
+    (tmp_path / "wheels").mkdir()
+    (tmp_path / "idx" / "simple").mkdir(parents=True)
+    (tmp_path / "ca.crt").write_text("x")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PIP_")}
+    env |= {
+        "PATH": f"{BIN}:{env['PATH']}",
+        "PIP_CONFIG_FILE": os.devnull,
+        "PIP_FIND_LINKS": str(tmp_path / "wheels"),
+        "PIP_CERT": str(tmp_path / "ca.crt"),
+        "PIP_EXTRA_INDEX_URL": f"file://{tmp_path}/idx/simple https://example.invalid/simple",
+    }
+    conf = tmp_path / "pip.conf"
+    done = subprocess.run(["bash", ".ci/image.sh", "pip-mounts", str(conf)], cwd=repo_root,
+                          env=env, capture_output=True, text=True, check=True)  # fmt: skip
+    host = "/run/host-pip"
+    assert set(done.stdout.split()) == {
+        f"--volume={tmp_path}/wheels:{host}{tmp_path}/wheels:ro",
+        f"--volume={tmp_path}/ca.crt:{host}{tmp_path}/ca.crt:ro",
+        f"--volume={tmp_path}/idx:{host}{tmp_path}/idx:ro",  # the index's files are siblings
+        f"--volume={conf}:/etc/pip.conf:ro",
+    }
+    text = conf.read_text()
+    assert f"find-links = {host}{tmp_path}/wheels" in text
+    assert f"cert = {host}{tmp_path}/ca.crt" in text
+    assert f"file://{host}{tmp_path}/idx/simple https://example.invalid/simple" in text
+
+
+# --------------------------------------------------------------------------- doctor, container
+
+
+DOCKER_MOUNTS = """\
+611 590 0:52 / / rw,relatime master:297 - overlay overlay rw,lowerdir=/var/lib/docker/overlay2/l/X
+622 611 254:1 /var/lib/docker/containers/4b1c/resolv.conf /etc/resolv.conf rw - ext4 /dev/vda1 rw
+623 611 254:1 /var/lib/docker/containers/4b1c/hostname /etc/hostname rw - ext4 /dev/vda1 rw
+"""
+PODMAN_MOUNTS = """\
+132 126 254:0 /run/containers/storage/overlay-containers/75de/userdata/hosts /etc/hosts rw - ext4 x
+"""
+K8S_MOUNTS = "9 1 8:1 /var/lib/kubelet/pods/ab/etc-hosts /etc/hosts rw - ext4 /dev/sda1 rw\n"
+
+
+def test_container_engine_is_told_by_its_mounts_not_marker_files(tmp_path):
+    (tmp_path / ".dockerenv").touch()  # left in some VM images: not a container by itself
+    assert probe_container(tmp_path) == ContainerFacts("", "", 0)
+    (tmp_path / "proc" / "self").mkdir(parents=True)
+    (tmp_path / "dev").mkdir()
+    for name in ("nvidia0", "nvidia1", "nvidiactl", "nvidia-uvm"):
+        (tmp_path / "dev" / name).touch()
+    (tmp_path / "proc" / "self" / "mountinfo").write_text(DOCKER_MOUNTS)
+    assert probe_container(tmp_path) == ContainerFacts("docker", "", 2)
+    (tmp_path / "proc" / "self" / "mountinfo").write_text(PODMAN_MOUNTS)
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / ".containerenv").write_text('engine="podman-4.3.1"\nname="x"\n')
+    assert probe_container(tmp_path) == ContainerFacts("podman", "4.3.1", 2)
+    assert engine_from_mounts(K8S_MOUNTS) == "container"
+    assert engine_from_mounts("") == ""
+
+
+def test_container_without_gpus_names_the_engines_flag():
+    assert check_container(ContainerFacts(""), 0) == []
+    (docker,) = check_container(ContainerFacts("docker"), 0)
+    assert docker.status == "warn" and "--gpus all" in docker.hint
+    (podman,) = check_container(ContainerFacts("podman", "4.3.1"), 0)
+    assert podman.status == "warn" and "podman 4.3.1" in podman.detail
+    assert "ignores --gpus all" in podman.hint and "--device nvidia.com/gpu=all" in podman.hint
+    assert "nvidia-ctk cdi generate" in podman.hint
+    (given,) = check_container(ContainerFacts("podman", "4.3.1", 2), 2)
+    assert given.status == "ok" and "2 GPU(s)" in given.detail

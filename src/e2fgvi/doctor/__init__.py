@@ -1,9 +1,10 @@
 """``e2fgvi doctor``: is this machine (or container) ready to run the pipeline with these params?
 
 Prints a checklist (✓ ready, ! works with a limitation, ✗ blocks the chosen params) covering
-Python, torch/CUDA/cuDNN, the GPUs, NVML, DVC + git, MLflow, the pretrained weight files and
-params.yaml; ``--json`` gives the same as machine output. Exit status 1 when a ✗ is present.
-Facts come from ``e2fgvi.doctor.probes``, the rules from ``e2fgvi.doctor.checks``.
+Python, torch/CUDA/cuDNN, the GPUs, NVML, the container engine and its GPU flag, DVC + git, MLflow,
+the pretrained weight files and params.yaml; ``--json`` gives the same as machine output. Exit
+status 1 when a ✗ is present. Facts come from ``e2fgvi.doctor.probes`` (the container from
+``e2fgvi.doctor.container``), the rules from ``e2fgvi.doctor.checks``.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from e2fgvi.doctor.checks import (
     warn,
     weight_needs,
 )
+from e2fgvi.doctor.container import check_container, probe_container
 from e2fgvi.doctor.probes import (
     NvmlFacts,
     TorchFacts,
@@ -150,6 +152,8 @@ def diagnose(args: argparse.Namespace) -> Report:
     facts, nvml = probe_torch(), probe_nvml()
     checks += [check_torch(facts), *check_gpus(facts, params), *check_nvml(nvml, facts)]
     checks.append(check_cpu_bf16(params, facts, cpu_model(), cpu_bf16()))
+
+    checks += check_container(probe_container(), len(facts.gpus))
     mlruns = _folder(args.mlruns, found.get("mlruns"), root)
     uri = tracking_uri(mlruns) if mlruns else os.environ.get("MLFLOW_TRACKING_URI", "")
     unreachable = server_health(uri) if uri.startswith(("http://", "https://")) else ""
