@@ -96,8 +96,13 @@ def fill_score(clip: Clip) -> dict[str, float]:
     return score(clip.frames, nearest_frame_fill(clip.frames, clip.masks), clip.masks)
 
 
-def overfit(params: Params, clip: Clip, iterations: int, every: int) -> list[dict]:
-    """Train ``iterations`` steps on ``clip``; a row of losses and scores every ``every``."""
+def overfit(
+    params: Params, clip: Clip, iterations: int, every: int, on_row=lambda rows: None
+) -> list[dict]:
+    """Train ``iterations`` steps on ``clip``; a row of losses and scores every ``every``.
+
+    ``on_row(rows)`` sees the curve so far after each row (a cut-short run keeps its curve).
+    """
     world = World(rank=0, local_rank=0, size=1, device=torch.device("cpu"))
     nets = netlib.build_nets(params, None, world)
     clips = clip.tensors()
@@ -114,6 +119,7 @@ def overfit(params: Params, clip: Clip, iterations: int, every: int) -> list[dic
             rows.append(row | score_generator(nets, clip))
             pending = []
             log.info("iteration %d: %s", step, rows[-1])
+            on_row(rows)
     return rows
 
 
@@ -171,7 +177,14 @@ def run_benchmark(args: argparse.Namespace) -> dict:
     clip = sample_clip(root, params, args.video, frame_ids)
     fill = fill_score(clip)
     log.info("nearest-frame fill of the clip: %s", fill)
-    rows = overfit(params, clip, args.iterations, args.every)
+    partial = args.out / "overfit.partial.json"
+    args.out.mkdir(parents=True, exist_ok=True)
+
+    def keep(rows: list[dict]) -> None:
+        partial.write_text(json.dumps({"nearest_fill": fill, "curve": rows}, indent=1))
+
+    rows = overfit(params, clip, args.iterations, args.every, keep)
+    partial.unlink(missing_ok=True)
     return {
         "conditions": {
             "profile": str(args.params),

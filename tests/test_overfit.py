@@ -8,7 +8,6 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-
 from _clips import box_masks, carphone_frames
 
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
@@ -29,7 +28,9 @@ def _clip(overfit, width: int, height: int):
 
 
 def test_training_on_one_clip_lowers_its_loss_and_error(overfit, params):
-    train = params.train.model_copy(update={"num_local_frames": 2, "num_ref_frames": 1, "lr": 1e-3})
+    # The profile's learning rate: at 1e-3 the first sign-like Adam updates (beta1 = 0) raised
+    # this clip's hole loss instead (measured), so no faster rate is used here.
+    train = params.train.model_copy(update={"num_local_frames": 2, "num_ref_frames": 1})
     tiny = params.model_copy(update={"train": train})
     clip = _clip(overfit, train.width, train.height)
     rows = overfit.overfit(tiny, clip, iterations=8, every=4)
