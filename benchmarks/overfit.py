@@ -182,7 +182,7 @@ def run_benchmark(args: argparse.Namespace) -> dict:
     conditions = {
         "profile": str(args.params),
         "variant": params.model.variant,
-        "clip": f"test video {args.video}, frames {frame_ids} "
+        "clip": f"test video {args.video} (0-based), frames {frame_ids} "
         f"({params.train.num_local_frames} local), fixed evaluation masks",
         "size": f"{params.train.width}x{params.train.height}",
         "hole_fraction": float(np.mean(clip.masks > 0)),
@@ -286,7 +286,7 @@ def main() -> None:
     parser.add_argument("--iterations", type=int, default=300)
     parser.add_argument("--every", type=int, default=10)
     parser.add_argument("--lr", type=float, help="generator/discriminator lr (default: profile)")
-    parser.add_argument("--video", type=int, default=1, help="which test video")
+    parser.add_argument("--video", type=int, default=1, help="which test video (0-based index)")
     parser.add_argument(
         "--local", type=int, default=2, help="how many of --frames are local frames"
     )
