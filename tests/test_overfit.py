@@ -27,6 +27,7 @@ def _clip(overfit, width: int, height: int):
     return overfit.Clip(small, (masks > 0).astype(np.uint8), num_local=2)
 
 
+@pytest.mark.slow  # 8 real steps + 3 scorings: 108 s at load 5-9 on 2 cores, over the fast budget
 def test_training_on_one_clip_lowers_its_loss_and_error(overfit, params):
     # The profile's learning rate: at 1e-3 the first sign-like Adam updates (beta1 = 0) raised
     # this clip's hole loss instead (measured), so no faster rate is used here.
