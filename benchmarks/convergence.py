@@ -109,7 +109,8 @@ def run_benchmark(args: argparse.Namespace) -> dict:
     fill = score_nearest_fill(data, params.eval)
     log.info("nearest-frame fill: PSNR %.3f, SSIM %.4f", fill.psnr, fill.ssim)
     psnr, ssim = _score(data, _untrained(params, device), params, device)
-    rows = [{"iteration": 0, "device_hours": 0.0, "wall_s": 0.0, "psnr": psnr, "ssim": ssim}]
+    rows = [{"iteration": 0, "device_hours": 0.0, "wall_s": 0.0, "psnr": psnr, "ssim": ssim,
+             "load_1min": os.getloadavg()[0]}]  # fmt: skip
     log.info("iteration 0 (untrained): PSNR %.3f, SSIM %.4f", rows[0]["psnr"], rows[0]["ssim"])
     start = time.perf_counter()
     for upto in range(args.every, args.iterations + 1, args.every):
@@ -119,8 +120,15 @@ def run_benchmark(args: argparse.Namespace) -> dict:
         psnr, ssim = _score(data, model, params, device)
         wall = time.perf_counter() - start
         rows.append({"iteration": upto, "device_hours": seconds / 3600.0, "wall_s": wall,
-                     "psnr": psnr, "ssim": ssim})  # fmt: skip
+                     "psnr": psnr, "ssim": ssim, "load_1min": os.getloadavg()[0]})  # fmt: skip
         log.info("iteration %d: PSNR %.3f, SSIM %.4f (%.0f s of steps)", upto, psnr, ssim, seconds)
+        # a cut-short run still leaves the curve so far (marked partial) under --out
+        write_files(_result(args, params, device, fill, rows, paths, complete=False), args.out)
+    return _result(args, params, device, fill, rows, paths, complete=True)
+
+
+def _result(args, params: Params, device, fill, rows: list, paths: TrainPaths, complete: bool):
+    """The benchmark's record: its conditions, the references and the curve so far."""
     return {
         "conditions": {
             "profile": str(args.params),
@@ -135,6 +143,8 @@ def run_benchmark(args: argparse.Namespace) -> dict:
             "test_videos": fill.videos,
             "test_frames": fill.frames,
             "iterations": args.iterations,
+            "iterations_done": rows[-1]["iteration"],
+            "complete": complete,
             "eval_every": args.every,
         },
         "nearest_fill": {"psnr": fill.psnr, "ssim": fill.ssim},
@@ -165,8 +175,8 @@ def plot(result: dict, path: Path) -> None:
     fig.savefig(path, dpi=110)
 
 
-def write_and_log(result: dict, out: Path) -> None:
-    """JSON, CSV and PNG under ``out``, and the curve into the training run's MLflow run."""
+def write_files(result: dict, out: Path) -> None:
+    """JSON, CSV and PNG under ``out``."""
     out.mkdir(parents=True, exist_ok=True)
     (out / "convergence.json").write_text(json.dumps(result, indent=1) + "\n")
     with (out / "convergence.csv").open("w", newline="") as handle:
@@ -174,6 +184,11 @@ def write_and_log(result: dict, out: Path) -> None:
         writer.writeheader()
         writer.writerows(result["curve"])
     plot(result, out / "convergence.png")
+
+
+def write_and_log(result: dict, out: Path) -> None:
+    """JSON, CSV and PNG under ``out``, and the curve into the training run's MLflow run."""
+    write_files(result, out)
     reference = result["run_record"]
     logger = tracking.attach(reference["uri"], reference["run_id"])
     for row in result["curve"]:
