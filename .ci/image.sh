@@ -210,7 +210,7 @@ cmd_test() {
     start=$(df --output=used -B1 "$WORK" | tail -1)
     # Global: the EXIT trap runs after this function's locals are gone.
     disk_sampler "$WORK/disk" & SAMPLER=$!
-    trap 'kill "$SAMPLER" 2> /dev/null; cmd_clean' EXIT
+    trap 'kill "$SAMPLER" 2> /dev/null || true; cmd_clean' EXIT
     step "build" cmd_build
     step "imports" check_imports
     step "doctor --json" check_doctor
@@ -245,7 +245,7 @@ compose_test() {
         # podman-compose 1.0.3's `down` leaves the project's network behind.
         trap '"${COMPOSE[@]}" down > /dev/null 2>&1 || true
               if [ "$(engine)" = podman ]; then podman network rm --force e2fgvi-imagetest_default > /dev/null 2>&1 || true; fi' EXIT
-        "${COMPOSE[@]}" up -d mlflow > /dev/null
+        "${COMPOSE[@]}" up -d --no-build mlflow > /dev/null
         for _ in $(seq 150); do  # MLflow took 100 s to start at load 27
             if curl -fsS "http://127.0.0.1:$port/health" > /dev/null 2>&1; then break; fi
             sleep 2
