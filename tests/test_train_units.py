@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import signal
+
 import numpy as np
 import pytest
 import torch
@@ -11,6 +14,7 @@ from e2fgvi.data.dataset import StepSampler
 from e2fgvi.errors import UserError
 from e2fgvi.train import checkpoint, optim, provenance, telemetry
 from e2fgvi.train.distributed import World, init_world, per_rank_batch, torchrun_command
+from e2fgvi.train.session import Terminated, signals_deferred, sigterm_interrupts
 from e2fgvi.train.telemetry import Averager, History
 
 
@@ -35,6 +39,27 @@ def test_interrupted_write_keeps_previous_checkpoint(tmp_path, monkeypatch):
         checkpoint.save_checkpoint(tmp_path, 2, {"w": torch.ones(1)}, keep=3)
     assert [s for s, _ in checkpoint.list_checkpoints(tmp_path)] == [1]
     assert not list(tmp_path.glob(".*tmp"))
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_a_signal_during_a_checkpoint_write_stops_after_it_is_complete(tmp_path, signum):
+    """Ctrl-C inside torch.save once tore the zip and ended the run FAILED, not KILLED."""
+    real_save = torch.save
+    big = {"w": torch.randn(2_000_000)}
+
+    def interrupted_save(obj, handle, **kwargs):
+        os.kill(os.getpid(), signum)  # arrives mid-write, as the user's Ctrl-C did
+        real_save(obj, handle, **kwargs)
+
+    with sigterm_interrupts(), pytest.raises(KeyboardInterrupt) as stopped:
+        with signals_deferred(), pytest.MonkeyPatch.context() as patch:
+            patch.setattr(torch, "save", interrupted_save)
+            checkpoint.save_checkpoint(tmp_path, 3, big, keep=2)
+        pytest.fail("the deferred signal was dropped")
+    assert isinstance(stopped.value, Terminated) == (signum == signal.SIGTERM)
+    state = checkpoint.load_checkpoint(checkpoint.latest_checkpoint(tmp_path))
+    assert state["step"] == 3 and torch.equal(state["w"], big["w"])
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
 def test_foreign_and_corrupt_checkpoints_are_one_line_errors(tmp_path):

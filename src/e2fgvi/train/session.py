@@ -20,6 +20,7 @@ import logging
 import math
 import shutil
 import signal
+import threading
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -222,7 +223,8 @@ def checkpoint(ctx: TrainContext, step: int) -> None:
     if ctx.world.is_main:
         _remember_run(session)
         keep = params.train.keep_checkpoints
-        path = netlib.save(ctx.nets, session.folder, step, session.meta, keep)
+        with signals_deferred():  # Ctrl-C mid-write would leave a torn zip and a FAILED run
+            path = netlib.save(ctx.nets, session.folder, step, session.meta, keep)
         if path is not None:
             log_checkpoint(session.run, path, params.tracking.log_checkpoints)
         write_record(session.cost_file, snapshot)
@@ -254,7 +256,7 @@ def cost_record(session: Session, record: CostRecord) -> CostRecord:
 def finish(ctx: TrainContext, paths: TrainPaths, record: CostRecord) -> dict[str, Any]:
     """Rank 0: final weights, cost record, run reference; returns the figures for DVC metrics."""
     session, params = ctx.session, ctx.params
-    with atomic_open(paths.generator, "wb") as handle:  # the official release format
+    with signals_deferred(), atomic_open(paths.generator, "wb") as handle:  # official format
         torch.save(netlib.unwrap(ctx.nets.generator).state_dict(), handle)
     write_record(paths.cost_record, cost_record(session, record))
     write_json(paths.params_used, params.model_dump())
@@ -330,6 +332,40 @@ def sigterm_interrupts() -> Iterator[None]:
 
 
 @contextlib.contextmanager
+def signals_deferred() -> Iterator[None]:
+    """Within: SIGINT and SIGTERM wait; the first one arriving is delivered when the block ends.
+
+    For writes that must finish once begun (a checkpoint): an interrupt inside ``torch.save``
+    leaves its zip writer inconsistent, and the error it then raises hides the interrupt.
+    Off the main thread (where handlers cannot be set) the block runs as it is.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    pending: list[int] = []
+
+    def hold(signum: int, frame: Any) -> None:
+        pending.append(signum)
+
+    wanted = (signal.SIGINT, signal.SIGTERM)
+    previous = {signum: signal.signal(signum, hold) for signum in wanted}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    if pending:
+        signum = pending[0]
+        log.info("%s arrived while a checkpoint was written; stopping now it is complete",
+                 signal.Signals(signum).name)  # fmt: skip
+        handler = previous[signum]
+        if callable(handler):
+            handler(signum, None)
+        elif handler == signal.SIG_DFL:
+            signal.raise_signal(signum)
+
+
+@contextlib.contextmanager
 def ending_run(session: Session) -> Iterator[None]:
     """Around a session's training: an exception or a signal ends the run FAILED or KILLED.
 
@@ -339,7 +375,10 @@ def ending_run(session: Session) -> Iterator[None]:
         yield
     except BaseException as exc:
         if session.run is not None:
-            killed = isinstance(exc, KeyboardInterrupt)
+            # An interrupt inside a C++ write can surface as that write's own error.
+            killed = isinstance(exc, KeyboardInterrupt) or isinstance(
+                exc.__context__, KeyboardInterrupt
+            )
             text = one_line(exc) if isinstance(exc, UserError) else str(exc).strip()
             cause = f"{type(exc).__name__}: {text.splitlines()[0]}" if text else type(exc).__name__
             cause = cause[:500]
