@@ -48,9 +48,9 @@ RUN groupadd --gid "${GID}" e2fgvi \
 USER ${UID}:${GID}
 WORKDIR /workspace
 
-# Dependencies: exactly requirements.lock, as `make setup` installs them (own layer, so that a
-# code change does not reinstall torch).
-COPY --chown=e2fgvi:e2fgvi requirements.lock pyproject.toml ./
+# Dependencies: exactly requirements.lock, as `make setup` installs them (own layer keyed on that
+# file alone, so that a code or pyproject.toml change does not reinstall torch).
+COPY --chown=e2fgvi:e2fgvi requirements.lock ./
 RUN python3.11 -m venv /opt/venv \
     && pip install --no-cache-dir -r requirements.lock
 

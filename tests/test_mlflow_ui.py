@@ -168,8 +168,14 @@ def pages(module_folder, repo_root):
     try:
         for page, url in urls.items():
             window = WINDOWS[page]
-            dom = _browse(chromium, url, folder / f"dom-{page}", window, "--dump-dom")
-            assert dom.returncode == 0, dom.stderr[-2000:]
+            # The image card fetches its strips lazily: on a loaded machine the DOM can be dumped
+            # before they arrive, so that page is read again (at most thrice) until they have.
+            for attempt in range(3 if page == "metrics" else 1):
+                profile = folder / f"dom-{page}-{attempt}"
+                dom = _browse(chromium, url, profile, window, "--dump-dom")
+                assert dom.returncode == 0, dom.stderr[-2000:]
+                if "get-artifact?path=images" in dom.stdout:
+                    break
             shot = shots / f"mlflow_{page}.png"
             picture = _browse(
                 chromium, url, folder / f"shot-{page}", window, f"--screenshot={shot}"
