@@ -15,7 +15,8 @@ import cv2
 import numpy as np
 
 from e2fgvi.atomic import atomic_open
-from e2fgvi.data.archive import ARCHIVES, deterministic_zipinfo
+from e2fgvi.data.archive import ARCHIVES
+from e2fgvi.data.frames import deterministic_zipinfo
 
 # YouTube-VOS 2018: 3,471 training and 508 test videos of 3-6 s at 30 fps.
 FULL_TRAIN, FULL_TEST = 3471, 508

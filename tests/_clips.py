@@ -68,16 +68,24 @@ def decoded_zip_frames(path: Path) -> list[np.ndarray]:
         ]
 
 
-def write_test_split(root: Path, videos: dict[str, tuple[np.ndarray, np.ndarray]]) -> None:
-    """The prepared layout: JPEGImages/<v>.zip of JPEG frames, test_masks/<v>/*.png, test.json."""
+def write_test_split(
+    root: Path, videos: dict[str, tuple[np.ndarray, np.ndarray]], mask_folders: bool = False
+) -> None:
+    """The prepared layout: JPEGImages/<v>.zip of JPEG frames, test_masks/<v>.zip of PNG masks
+    (``mask_folders``: the official release's test_masks/<v>/*.png instead), test.json."""
     (root / "JPEGImages").mkdir(parents=True)
+    (root / "test_masks").mkdir()
     for name, (frames, masks) in videos.items():
         with zipfile.ZipFile(root / "JPEGImages" / f"{name}.zip", "w") as archive:
             for k, frame in enumerate(frames):
                 archive.writestr(f"{k:05d}.jpg", jpeg_bytes(frame))
-        mask_dir = root / "test_masks" / name
-        mask_dir.mkdir(parents=True)
-        for k, mask in enumerate(masks):
-            Image.fromarray(mask).save(mask_dir / f"{k:05d}.png")
+        if mask_folders:
+            (root / "test_masks" / name).mkdir()
+            for k, mask in enumerate(masks):
+                Image.fromarray(mask).save(root / "test_masks" / name / f"{k:05d}.png")
+            continue
+        with zipfile.ZipFile(root / "test_masks" / f"{name}.zip", "w") as archive:
+            for k, mask in enumerate(masks):
+                archive.writestr(f"{k:05d}.png", png_bytes(mask))
     index = {name: len(frames) for name, (frames, _) in videos.items()}
     (root / "test.json").write_text(json.dumps(index))

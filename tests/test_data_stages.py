@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import zipfile
 
 import cv2
 import numpy as np
@@ -45,24 +46,26 @@ def _pngs(folder):
     return sorted(p.name for p in folder.iterdir())
 
 
-def test_masks_stage_writes_binary_pngs_per_frame(project, tmp_path):
+def test_masks_stage_writes_one_zip_of_binary_pngs_per_video(project, tmp_path):
     (tmp_path / "test.json").write_text(json.dumps({"v1": 5, "v2": 3}))
     call_stage(masks, ["--index", "test.json", "--out", "test_masks"])
     out = tmp_path / "test_masks"
-    assert _pngs(out) == ["v1", "v2"]
-    assert _pngs(out / "v1") == [f"{i:05d}.png" for i in range(5)] and len(_pngs(out / "v2")) == 3
-    image = cv2.imread(str(out / "v1" / "00004.png"), cv2.IMREAD_UNCHANGED)
+    assert _pngs(out) == ["v1.zip", "v2.zip"]
+    with zipfile.ZipFile(out / "v1.zip") as archive:
+        assert archive.namelist() == [f"{i:05d}.png" for i in range(5)]
+        data = archive.read("00004.png")
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
     assert image.shape == (240, 432) and image.dtype == np.uint8
     assert set(np.unique(image)) == {0, 255}
-    before = (out / "v1" / "00002.png").read_bytes()
+    before = (out / "v1.zip").read_bytes()
     # Adding and removing videos leaves the others' masks untouched (per-video seeds).
     (tmp_path / "test.json").write_text(json.dumps({"v0": 2, "v1": 5}))
     call_stage(masks, ["--index", "test.json", "--out", "test_masks"])
-    assert _pngs(out) == ["v0", "v1"]
-    assert (out / "v1" / "00002.png").read_bytes() == before
+    assert _pngs(out) == ["v0.zip", "v1.zip"]
+    assert (out / "v1.zip").read_bytes() == before
     project(masks__eval_seed=7)
     call_stage(masks, ["--index", "test.json", "--out", "test_masks"])
-    assert (out / "v1" / "00002.png").read_bytes() != before
+    assert (out / "v1.zip").read_bytes() != before
 
 
 def test_pretrained_stage_skips_with_a_manifest(project, tmp_path):

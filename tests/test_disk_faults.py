@@ -102,7 +102,7 @@ def _masks(tmp_path, repo_root, request):
     _params(tmp_path, repo_root)
     (tmp_path / "test.json").write_text(json.dumps({"v1": 20, "v2": 20}))
     argv = ["-m", "e2fgvi.stages.masks", "--index", "test.json", "--out", "test_masks"]
-    return argv, tmp_path / "test_masks", "v1"
+    return argv, tmp_path / "test_masks", "v1.zip"
 
 
 def _evaluate(tmp_path, repo_root, request):

@@ -148,6 +148,6 @@ def test_bad_speed_range_and_unsafe_video_ids(tmp_path):
     bad = MaskParams(initial_speed_range=[3.0])
     with pytest.raises(UserError, match=r"masks\.initial_speed_range: expected \[low, high\]"):
         random_mask_sequence(np.random.default_rng(0), 3, H, W, bad)
-    with pytest.raises(UserError, match="not a plain folder name"):
+    with pytest.raises(UserError, match="not a plain file name"):
         write_eval_masks({"../escape": 2}, tmp_path / "m", CFG)
     assert not (tmp_path / "escape").exists()

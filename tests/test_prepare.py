@@ -11,8 +11,8 @@ from _archives import frames, jpeg, make_members, make_release, png
 
 from e2fgvi.config import PrepareParams
 from e2fgvi.data import prepare as prepare_module
-from e2fgvi.data.archive import SourceArchive, check_member_name, deterministic_zipinfo
-from e2fgvi.data.frames import VideoZip, load_index
+from e2fgvi.data.archive import SourceArchive, check_member_name
+from e2fgvi.data.frames import VideoZip, deterministic_zipinfo, load_index
 from e2fgvi.data.prepare import prepare_dataset
 from e2fgvi.errors import UserError
 

@@ -24,23 +24,6 @@ ARCHIVES = {"train": "train_all_frames", "test": "test_all_frames"}
 ANNOTATED_STEP = 5
 # Image files a user might put in place of JPEG frames, named in the refusal.
 _IMAGE_SUFFIXES = {"png", "bmp", "gif", "tif", "tiff", "webp", "heic", "avif"}
-# Zip metadata fixed so that the same content gives the same bytes on every machine.
-FIXED_DATE = (1980, 1, 1, 0, 0, 0)
-UNIX = 3
-
-
-def deterministic_zipinfo(name: str) -> zipfile.ZipInfo:
-    """ZipInfo with a fixed timestamp, creator and permissions (folders end with '/')."""
-    info = zipfile.ZipInfo(name, date_time=FIXED_DATE)
-    info.create_system = UNIX
-    info.compress_type = zipfile.ZIP_STORED
-    if name.endswith("/"):
-        info.external_attr = (0o40755 << 16) | 0x10  # unix dir mode + MS-DOS directory flag
-    else:
-        info.external_attr = 0o100644 << 16
-    return info
-
-
 def check_member_name(archive: Path, name: str) -> None:
     """Refuse absolute names, drive letters, backslashes and '..' (they escape the output)."""
     parts = PurePosixPath(name).parts

@@ -6,19 +6,23 @@ from __future__ import annotations
 import io
 import json
 import zipfile
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import cv2
 import numpy as np
 from PIL import Image
 
+from e2fgvi.atomic import atomic_open
 from e2fgvi.errors import UserError
 
 JPEG_SUFFIXES = (".jpg", ".jpeg")
 # libjpeg's DCT-domain downscaling: decode at 1/2, 1/4 or 1/8 of the size, much faster.
 _REDUCED = {1: cv2.IMREAD_COLOR, 2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4,
             8: cv2.IMREAD_REDUCED_COLOR_8}  # fmt: skip
+# Zip metadata fixed so that the same content gives the same bytes on every machine.
+FIXED_DATE = (1980, 1, 1, 0, 0, 0)
+UNIX = 3
 
 
 def is_jpeg_name(name: str) -> bool:
@@ -70,6 +74,27 @@ def resize_area(rgb: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     if (rgb.shape[1], rgb.shape[0]) == size:
         return rgb
     return cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
+
+
+def deterministic_zipinfo(name: str) -> zipfile.ZipInfo:
+    """ZipInfo with a fixed timestamp, creator and permissions (folders end with '/')."""
+    info = zipfile.ZipInfo(name, date_time=FIXED_DATE)
+    info.create_system = UNIX
+    info.compress_type = zipfile.ZIP_STORED
+    if name.endswith("/"):
+        info.external_attr = (0o40755 << 16) | 0x10  # unix dir mode + MS-DOS directory flag
+    else:
+        info.external_attr = 0o100644 << 16
+    return info
+
+
+def write_zip(path: Path, members: Iterable[tuple[str, bytes]], comment: bytes = b"") -> None:
+    """An uncompressed zip of (name, bytes) in the given order, written atomically; the same
+    members give the same bytes on every machine (``deterministic_zipinfo``)."""
+    with atomic_open(path) as handle, zipfile.ZipFile(handle, "w", zipfile.ZIP_STORED) as out:
+        for name, data in members:
+            out.writestr(deterministic_zipinfo(name), data)
+        out.comment = comment
 
 
 class VideoZip:

@@ -24,8 +24,9 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from e2fgvi.atomic import atomic_dir, make_dir
+from e2fgvi.atomic import make_dir
 from e2fgvi.config import MaskParams
+from e2fgvi.data.frames import write_zip
 from e2fgvi.errors import UserError
 
 # Matplotlib's default figure draws the axes inside the subplot box given by rcParams
@@ -179,23 +180,33 @@ def video_rng(seed: int, video: str) -> np.random.Generator:
     return np.random.default_rng(int.from_bytes(digest[:16], "little"))
 
 
+def mask_png(mask: np.ndarray) -> bytes:
+    """One {0, 1} mask as the PNG the masks stage stores: 8-bit grey, 0 = valid, 255 = hole."""
+    return cv2.imencode(".png", mask * 255)[1].tobytes()
+
+
 def write_eval_masks(index: dict[str, int], out_dir: Path, cfg: MaskParams) -> None:
-    """``out_dir/<video>/00000.png …``: binary 0/255 PNGs, one per frame, each video atomically."""
+    """``out_dir/<video>.zip`` holding ``00000.png …`` (one mask per frame), each written atomically.
+
+    One file per video instead of one per frame: DVC stats every output file on each
+    ``dvc status``, and the test split has ~68,000 frames. Entries of earlier runs that the index
+    no longer names (videos removed, the former per-frame folders) are removed.
+    """
     for video in index:
         if not video or video in (".", "..") or "/" in video or "\\" in video:
-            raise UserError(f"test index: video id {video!r} is not a plain folder name")
+            raise UserError(f"test index: video id {video!r} is not a plain file name")
     make_dir(out_dir)
     for video, frames in tqdm(sorted(index.items()), desc="eval masks", unit="video"):
         rng = video_rng(cfg.eval_seed, video)
         masks = random_mask_sequence(
             rng, frames, cfg.height, cfg.width, cfg, moving_prob=cfg.eval_moving_prob
         )
-        # Built beside its final place, then swapped in: never a half-written video.
-        with atomic_dir(out_dir / video) as staging:
-            for i, mask in enumerate(masks):
-                (staging / f"{i:05d}.png").write_bytes(cv2.imencode(".png", mask * 255)[1].tobytes())
+        write_zip(
+            out_dir / f"{video}.zip", ((f"{i:05d}.png", mask_png(m)) for i, m in enumerate(masks))
+        )
+    keep = {f"{video}.zip" for video in index}
     for stale in out_dir.iterdir():
-        if stale.name in index:
+        if stale.name in keep:
             continue
         if stale.is_dir():
             shutil.rmtree(stale)

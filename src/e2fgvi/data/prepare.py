@@ -34,10 +34,10 @@ import cv2
 from PIL import Image
 from tqdm import tqdm
 
-from e2fgvi.atomic import atomic_open, make_dir, write_json
+from e2fgvi.atomic import make_dir, write_json
 from e2fgvi.config import PrepareParams, params_hash
-from e2fgvi.data.archive import ARCHIVES, SourceArchive, deterministic_zipinfo
-from e2fgvi.data.frames import check_index, decode_jpeg, resize_frame
+from e2fgvi.data.archive import ARCHIVES, SourceArchive
+from e2fgvi.data.frames import check_index, decode_jpeg, resize_frame, write_zip
 from e2fgvi.errors import UserError, write_error
 
 log = logging.getLogger(__name__)
@@ -198,10 +198,8 @@ def finish_video(source: SourceArchive, job: _Job) -> VideoStats:
         "resolution": resolution,
         "bytes_in": sum(i.file_size for i in infos),
     }
-    with atomic_open(job.dest) as handle, zipfile.ZipFile(handle, "w", zipfile.ZIP_STORED) as out:
-        for info, data in zip(infos, frames, strict=True):
-            out.writestr(deterministic_zipinfo(PurePosixPath(info.filename).name), data)
-        out.comment = json.dumps(meta, sort_keys=True).encode()
+    members = zip((PurePosixPath(i.filename).name for i in infos), frames, strict=True)
+    write_zip(job.dest, members, comment=json.dumps(meta, sort_keys=True).encode())
     return VideoStats(len(infos), meta["bytes_in"], job.dest.stat().st_size, resolution)
 
 

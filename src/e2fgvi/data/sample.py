@@ -22,7 +22,8 @@ from tqdm import tqdm
 
 from e2fgvi.atomic import atomic_open
 from e2fgvi.config import SampleParams
-from e2fgvi.data.archive import ARCHIVES, deterministic_zipinfo
+from e2fgvi.data.archive import ARCHIVES
+from e2fgvi.data.frames import deterministic_zipinfo
 from e2fgvi.errors import UserError
 
 log = logging.getLogger(__name__)
