@@ -1,4 +1,4 @@
-"""DVC stage masks: fixed evaluation masks for the test split, one PNG per frame.
+"""DVC stage masks: fixed evaluation masks for the test split, one zip of PNGs per video.
 
 Each video's masks come from a generator seeded by (``masks.eval_seed``, video id), so adding or
 removing videos never changes another video's masks.
@@ -18,7 +18,7 @@ from e2fgvi.entry import run_module
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--index", required=True, type=Path, help="test.json (video id -> frames)")
-    parser.add_argument("--out", required=True, type=Path, help="test_masks folder")
+    parser.add_argument("--out", required=True, type=Path, help="test_masks folder (<video>.zip)")
 
 
 def run(args: argparse.Namespace) -> None:
