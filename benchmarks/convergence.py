@@ -16,7 +16,7 @@ training step times (evaluation excluded) times one device; on a CPU they are CP
 
     PYTHONPATH=src .venv/bin/python benchmarks/convergence.py \
         [--iterations 600] [--every 100] [--eval-videos N] [--work /tmp/e2fgvi-convergence] \
-        [--out benchmarks/results/convergence]
+        [--out benchmarks/results/convergence] [--resume]
 """
 
 from __future__ import annotations
@@ -108,12 +108,15 @@ def run_benchmark(args: argparse.Namespace) -> dict:
     device = pick_device(params.train.device)
     fill = score_nearest_fill(data, params.eval)
     log.info("nearest-frame fill: PSNR %.3f, SSIM %.4f", fill.psnr, fill.ssim)
-    psnr, ssim = _score(data, _untrained(params, device), params, device)
-    rows = [{"iteration": 0, "device_hours": 0.0, "wall_s": 0.0, "psnr": psnr, "ssim": ssim,
-             "load_1min": os.getloadavg()[0]}]  # fmt: skip
-    log.info("iteration 0 (untrained): PSNR %.3f, SSIM %.4f", rows[0]["psnr"], rows[0]["ssim"])
-    start = time.perf_counter()
-    for upto in range(args.every, args.iterations + 1, args.every):
+    rows = _earlier_rows(args) if args.resume else []
+    if not rows:
+        psnr, ssim = _score(data, _untrained(params, device), params, device)
+        rows = [{"iteration": 0, "device_hours": 0.0, "wall_s": 0.0, "psnr": psnr, "ssim": ssim,
+                 "load_1min": os.getloadavg()[0]}]  # fmt: skip
+        log.info("iteration 0 (untrained): PSNR %.3f, SSIM %.4f", psnr, ssim)
+    # wall_s goes on from the earlier invocation's last point (the time between them excluded)
+    start = time.perf_counter() - rows[-1]["wall_s"]
+    for upto in range(rows[-1]["iteration"] + args.every, args.iterations + 1, args.every):
         train(_with_iterations(params, upto), paths)
         seconds = _train_seconds(paths.folder(params) / "history.csv", upto)
         model, _ = load_window_model(paths.generator, params.model.variant, device)
@@ -125,6 +128,24 @@ def run_benchmark(args: argparse.Namespace) -> dict:
         # a cut-short run still leaves the curve so far (marked partial) under --out
         write_files(_result(args, params, device, fill, rows, paths, complete=False), args.out)
     return _result(args, params, device, fill, rows, paths, complete=True)
+
+
+def _earlier_rows(args: argparse.Namespace) -> list[dict]:
+    """The curve of an earlier, cut-short invocation with the same settings (``--resume``).
+
+    Its training went on in --work past its last scored point (checkpoints); the segments not
+    yet scored are trained (resuming from the newest checkpoint) and scored now.
+    """
+    path = args.out / "convergence.json"
+    if not path.is_file():
+        return []
+    earlier = json.loads(path.read_text())
+    conditions = earlier["conditions"]
+    same = (conditions["iterations"], conditions["eval_every"]) == (args.iterations, args.every)
+    if not same:
+        raise SystemExit(f"{path}: made with other --iterations/--every; drop --resume")
+    log.info("resuming the curve of %s after iteration %d", path, earlier["curve"][-1]["iteration"])
+    return earlier["curve"]
 
 
 def _result(args, params: Params, device, fill, rows: list, paths: TrainPaths, complete: bool):
@@ -224,6 +245,11 @@ def main() -> None:
         "--eval-videos", type=int, help="score only the first N test videos (eval.max_videos)"
     )
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/convergence"))
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="go on from OUT/convergence.json's last point (same --work, --iterations, --every)",
+    )
     args = parser.parse_args()
     setup_logging()
     result = run_benchmark(args)
