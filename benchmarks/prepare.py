@@ -2,7 +2,8 @@
 
 Prints frames/s and MB/s (source JPEG bytes) for three prepare settings, the per-frame cost a
 training loader pays to read a frame (decode + resize vs decode of a pre-resized frame), and the
-PSNR between the two routes. Run: PYTHONPATH=src python benchmarks/prepare.py
+PSNR between the two routes, and what checking a kept frame costs (full vs 1/8-scale decode).
+Run: PYTHONPATH=src python benchmarks/prepare.py
 """
 
 from __future__ import annotations
@@ -70,6 +71,27 @@ def loader_cost(raw: Path, resized: Path, size: tuple[int, int]) -> None:
     )
 
 
+def verify_cost(raw: Path) -> None:
+    """Per-frame cost of checking a kept frame: a full decode vs prepare's 1/8-scale decode."""
+    full = reduced = 0.0
+    count = 0
+    for stem in ARCHIVES.values():
+        with SourceArchive(raw / f"{stem}.zip") as source:
+            for infos in source.videos.values():
+                for info in infos:
+                    data = source.read(info)
+                    t0 = time.perf_counter()
+                    decode_jpeg(data, info.filename)
+                    t1 = time.perf_counter()
+                    decode_jpeg(data, info.filename, reduction=8)
+                    full, reduced = full + t1 - t0, reduced + time.perf_counter() - t1
+                    count += 1
+    print(
+        f"verify a kept frame: full decode {1e3 * full / count:.2f} ms/frame, 1/8-scale decode "
+        f"{1e3 * reduced / count:.2f} ms/frame ({full / reduced:.1f}x faster; {count} frames)"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--params", default="params.yaml")
@@ -102,6 +124,7 @@ def main() -> None:
             PrepareParams(resize=list(size), jpeg_quality=quality),
         )
         loader_cost(work / "raw", resized, size)
+        verify_cost(work / "raw")
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ from _archives import frames, jpeg, make_members, make_release, png
 from e2fgvi.config import PrepareParams
 from e2fgvi.data import prepare as prepare_module
 from e2fgvi.data.archive import SourceArchive, check_member_name
-from e2fgvi.data.frames import VideoZip, deterministic_zipinfo, load_index
+from e2fgvi.data.frames import VideoZip, decode_jpeg, deterministic_zipinfo, load_index
 from e2fgvi.data.prepare import prepare_dataset
 from e2fgvi.errors import UserError
 
@@ -379,3 +379,34 @@ def test_worker_processes_write_the_same_bytes_as_one_process(tmp_path):
         outputs[workers] = (report, files, (out / "train.json").read_bytes())
     assert len(outputs[1][1]) == 11
     assert outputs[3] == outputs[1]
+
+
+def _damaged_jpegs() -> dict[str, bytes]:
+    """Damaged variants of a real 64x48 JPEG: what a bad download or disk leaves behind."""
+    good = jpeg(7, width=64, height=48)
+    scan = good.index(b"\xff\xda")  # start of the entropy-coded data
+    return {
+        "good": good,
+        "cut inside the scan, EOI glued on": good[: scan + 40] + b"\xff\xd9",
+        "header bytes zeroed": good[:2] + bytes(40) + good[42:],
+        "no SOF (frame header) at all": good[:2] + good[good.index(b"\xff\xc4") :],
+        "garbage after SOI": b"\xff\xd8" + bytes(range(256)) + b"\xff\xd9",
+    }
+
+
+@pytest.mark.parametrize("name", list(_damaged_jpegs()))
+def test_checking_a_kept_frame_at_one_eighth_scale_refuses_what_a_full_decode_refuses(name):
+    """prepare checks kept frames with a 1/8-scale decode; it must not let more through."""
+    data = _damaged_jpegs()[name]
+    verdicts = []
+    for reduction in (1, 8):
+        try:
+            decode_jpeg(data, "f.jpg", reduction=reduction)
+            verdicts.append("kept")
+        except UserError:
+            verdicts.append("refused")
+    assert verdicts[0] == verdicts[1], f"{name}: full decode {verdicts[0]}, 1/8 {verdicts[1]}"
+    # libjpeg only warns about a scan cut short when an EOI follows (it fills grey), at any scale;
+    # plain truncation, the common case, is refused before decoding (the SOI/EOI check).
+    kept = {"good", "cut inside the scan, EOI glued on"}
+    assert verdicts[0] == ("kept" if name in kept else "refused")

@@ -64,10 +64,14 @@ def _convert(data: bytes, where: str, cfg: PrepareParams) -> tuple[bytes, str]:
     """One frame's output bytes and its source resolution 'WxH' ('' when not decoded)."""
     if not cfg.resize and not cfg.verify_jpeg:
         return data, ""
+    if not cfg.resize:
+        # Kept as they are, so decoded only to check them: at 1/8 scale libjpeg still reads the
+        # whole entropy-coded stream (what damage breaks) but runs a tiny inverse DCT, several
+        # times faster than a full decode at 1280x720 (benchmarks/prepare.py prints the ratio).
+        decode_jpeg(data, where, reduction=8)
+        return data, _header_resolution(data, where)
     rgb = decode_jpeg(data, where)
     resolution = f"{rgb.shape[1]}x{rgb.shape[0]}"
-    if not cfg.resize:
-        return data, resolution
     small = resize_frame(rgb, (cfg.resize[0], cfg.resize[1]))
     bgr = cv2.cvtColor(small, cv2.COLOR_RGB2BGR)
     encoded = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, cfg.jpeg_quality])[1]
