@@ -200,6 +200,44 @@ def test_the_committed_tolerances_pass_what_an_avx2_cpu_reported():
     assert passed(rows) and _verdicts(rows)["loss_discriminator_real"] == SKIP
 
 
+def test_the_committed_tolerances_pass_every_machine_the_spread_benchmark_measured():
+    """benchmarks/verify_spread.py's committed runs (the pipeline on emulated machines) pass."""
+    spread = json.loads((ROOT / "benchmarks/results/verify_spread/spread.json").read_text())
+    tolerances = load_tolerances(ROOT / "verify.yaml")
+    reports = ROOT / "reports"
+    committed = {
+        f"reports/{name}": json.loads((reports / name).read_text())
+        for name in ("train.json", "eval/metrics.json")
+    }
+    assert len(spread["machines"]) >= 4
+    for name, machine in spread["machines"].items():
+        now = {"reports/train.json": _flat(machine["train"]),
+               "reports/eval/metrics.json": _flat(machine["eval"])}  # fmt: skip
+        diff = {
+            path: {
+                key: {"old": old, "new": now[path][key]}
+                for key, old in _flat(values).items()
+                if key in now[path] and old is not None  # null: not computed (VFID), as DVC shows
+            }
+            for path, values in committed.items()
+        }
+        rows = judge_all(diff, tolerances)
+        failed = [r.metric for r in rows if r.verdict == FAIL]
+        assert not failed, f"{name} ({machine['what']}): {failed}"
+        assert any(r.metric.endswith("loss_mean.discriminator_real") for r in rows)
+
+
+def _flat(values: dict, prefix: str = "") -> dict:
+    """Nested metrics as DVC names them (keys joined by dots)."""
+    out = {}
+    for key, value in values.items():
+        if isinstance(value, dict):
+            out |= _flat(value, f"{prefix}{key}.")
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
 def test_loss_means_average_the_last_quarter_of_the_iterations():
     rows = [{"step": str(s), "loss/generator": str(float(s)), "lr/generator": "1e-4"}
             for s in range(1, 41)]  # fmt: skip
