@@ -51,6 +51,15 @@ def test_a_signal_during_a_checkpoint_write_stops_after_it_is_complete(tmp_path,
         os.kill(os.getpid(), signum)  # arrives mid-write, as the user's Ctrl-C did
         real_save(obj, handle, **kwargs)
 
+    # A shell starts background jobs with SIGINT ignored; a terminal's Ctrl-C is the case here.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        _interrupt_a_checkpoint_write(tmp_path, signum, interrupted_save, big)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _interrupt_a_checkpoint_write(tmp_path, signum, interrupted_save, big) -> None:
     with sigterm_interrupts(), pytest.raises(KeyboardInterrupt) as stopped:
         with signals_deferred(), pytest.MonkeyPatch.context() as patch:
             patch.setattr(torch, "save", interrupted_save)
