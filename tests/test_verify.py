@@ -19,6 +19,7 @@ import yaml
 from helpers import ROOT
 
 from e2fgvi import cli
+from e2fgvi.config import flatten
 from e2fgvi.errors import UserError
 from e2fgvi.train.session import loss_means
 from e2fgvi.verify.tolerances import Rule, Tolerances, load_tolerances
@@ -211,12 +212,12 @@ def test_the_committed_tolerances_pass_every_machine_the_spread_benchmark_measur
     }
     assert len(spread["machines"]) >= 4
     for name, machine in spread["machines"].items():
-        now = {"reports/train.json": _flat(machine["train"]),
-               "reports/eval/metrics.json": _flat(machine["eval"])}  # fmt: skip
+        now = {"reports/train.json": flatten(machine["train"]),
+               "reports/eval/metrics.json": flatten(machine["eval"])}  # fmt: skip
         diff = {
             path: {
                 key: {"old": old, "new": now[path][key]}
-                for key, old in _flat(values).items()
+                for key, old in flatten(values).items()
                 if key in now[path] and old is not None  # null: not computed (VFID), as DVC shows
             }
             for path, values in committed.items()
@@ -225,17 +226,6 @@ def test_the_committed_tolerances_pass_every_machine_the_spread_benchmark_measur
         failed = [r.metric for r in rows if r.verdict == FAIL]
         assert not failed, f"{name} ({machine['what']}): {failed}"
         assert any(r.metric.endswith("loss_mean.discriminator_real") for r in rows)
-
-
-def _flat(values: dict, prefix: str = "") -> dict:
-    """Nested metrics as DVC names them (keys joined by dots)."""
-    out = {}
-    for key, value in values.items():
-        if isinstance(value, dict):
-            out |= _flat(value, f"{prefix}{key}.")
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
 
 
 def test_loss_means_average_the_last_quarter_of_the_iterations():
